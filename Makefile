@@ -1,0 +1,32 @@
+# mlx-sql: `make setup` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Linux: preload OpenBLAS for MLX (the mlx-cpu wheel's bundled BLAS is ~35x slower); macOS uses Metal.
+OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
+RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
+
+.PHONY: setup openblas test help
+
+help:
+	@echo "make setup   create $(VENV), install mlx-sql with its test and llama.cpp extras (and OpenBLAS on Linux)"
+	@echo "make test    run the test suite"
+
+setup: openblas
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, cached after)."
+	$(PY) -m pip install -e ".[test,llamacpp]"
+
+# Debian/Ubuntu's OpenBLAS, installed where we may (root or passwordless sudo); `mlx-sql doctor` advises otherwise.
+openblas:
+	@if [ "$$(uname -s)" = Linux ] && [ -z "$(OPENBLAS)" ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "note: cannot install OpenBLAS without root: sudo apt-get install -y libopenblas0-pthread"; \
+	  else $$SUDO apt-get install -y libopenblas0-pthread || { $$SUDO apt-get update && $$SUDO apt-get install -y libopenblas0-pthread; } \
+	    || echo "note: OpenBLAS install failed; MLX will be slow on this CPU"; fi; \
+	fi
+
+test:
+	$(RUN)$(PY) -m pytest -q

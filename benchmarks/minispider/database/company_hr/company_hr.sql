@@ -1,0 +1,298 @@
+-- company_hr: part of the mlx-sql mini benchmark (Spider layout). Generated once, kept as text.
+PRAGMA foreign_keys = ON;
+BEGIN TRANSACTION;
+CREATE TABLE departments (
+  dept_id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  location TEXT,
+  budget INTEGER
+);
+CREATE TABLE employees (
+  emp_id INTEGER PRIMARY KEY,
+  first_name TEXT,
+  last_name TEXT,
+  dept_id INTEGER REFERENCES departments(dept_id),
+  manager_id INTEGER REFERENCES employees(emp_id),
+  hire_date DATE,
+  salary INTEGER,
+  job_title TEXT
+);
+CREATE TABLE projects (
+  project_id INTEGER PRIMARY KEY,
+  name TEXT,
+  dept_id INTEGER REFERENCES departments(dept_id),
+  start_date DATE,
+  end_date DATE,
+  budget INTEGER
+);
+CREATE TABLE assignments (
+  emp_id INTEGER REFERENCES employees(emp_id),
+  project_id INTEGER REFERENCES projects(project_id),
+  role TEXT,
+  hours INTEGER,
+  PRIMARY KEY (emp_id, project_id)
+);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (1, 'Engineering', 'Berlin', 2400000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (2, 'Sales', 'Toronto', 1300000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (3, 'Marketing', 'Lisbon', 800000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (4, 'Finance', 'Berlin', 650000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (5, 'Human Resources', 'Lisbon', 400000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (6, 'Support', 'Nairobi', 500000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (7, 'Research', 'Osaka', 1800000);
+INSERT INTO departments (dept_id, name, location, budget) VALUES (8, 'Legal', 'Toronto', 350000);
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (1, 'Pedro', 'Fischer', 1, NULL, '2016-02-08', 126000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (2, 'Ximena', 'Haddad', 2, NULL, '2016-10-09', 170000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (3, 'Priya', 'Fischer', 3, NULL, '2010-09-26', 111000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (4, 'Emma', 'Silva', 4, NULL, '2016-03-06', 139000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (5, 'Maya', 'Sato', 5, NULL, '2015-04-11', 179000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (6, 'Kenji', 'Hughes', 6, NULL, '2014-06-15', 129000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (7, 'Olivia', 'Schmidt', 7, NULL, '2011-09-14', 176000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (8, 'Yusuf', 'Brown', 8, NULL, '2010-03-04', 118000, 'Manager');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (9, 'Marco', 'Rossi', 3, 3, '2017-05-18', 45000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (10, 'Nora', 'Brown', 8, 8, '2023-11-09', 91000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (11, 'Wanda', 'Kim', 7, 7, '2020-06-21', 98000, 'Research Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (12, 'Grace', 'Rossi', 6, 6, '2015-07-11', 105000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (13, 'Tomas', 'Ivanova', 5, 5, '2022-09-26', 122000, 'HR Partner');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (14, 'Hana', 'Ortiz', 7, 7, '2018-04-30', 115000, 'Data Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (15, 'Marco', 'Novak', 7, 7, '2017-10-11', 45000, 'Data Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (16, 'Uma', 'Weber', 3, 3, '2017-08-29', 111000, 'Marketing Specialist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (17, 'Priya', 'Ortiz', 4, 4, '2020-06-07', 76000, 'Financial Analyst');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (18, 'Elena', 'Hughes', 2, 2, '2023-07-30', 123000, 'Sales Representative');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (19, 'Wei', 'Kim', 2, 2, '2014-09-30', 94000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (20, 'Samir', 'Ivanova', 1, 1, '2022-08-15', 95000, 'Software Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (21, 'Nora', 'Ahmed', 1, 1, '2022-07-17', 47000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (22, 'Kenji', 'Murphy', 6, 6, '2017-02-17', 106000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (23, 'Tara', 'Smith', 1, 1, '2014-11-12', 55000, 'QA Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (24, 'Maya', 'Ivanova', 1, 1, '2017-04-09', 120000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (25, 'Uma', 'Rossi', 3, 3, '2023-09-25', 85000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (26, 'Ines', 'Murphy', 6, 6, '2023-08-31', 90000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (27, 'Ivan', 'Larsen', 8, 8, '2021-03-22', 118000, 'Counsel');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (28, 'Ben', 'Schmidt', 5, 5, '2022-01-29', 72000, 'HR Partner');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (29, 'Quinn', 'Patel', 7, 7, '2017-05-26', 112000, 'Data Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (30, 'Anna', 'Fischer', 1, 1, '2017-07-13', 44000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (31, 'Daniel', 'Schmidt', 3, 3, '2021-01-13', 84000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (32, 'Tomas', 'Haddad', 6, 6, '2017-12-15', 119000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (33, 'Bruno', 'Fischer', 8, 8, '2014-09-06', 44000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (34, 'Priya', 'Costa', 5, 5, '2017-05-08', 117000, 'HR Partner');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (35, 'Ximena', 'Garcia', 3, 3, '2017-07-04', 89000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (36, 'Yusuf', 'Khan', 5, 5, '2022-08-30', 45000, 'Recruiter');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (37, 'Hana', 'Novak', 5, 5, '2021-05-01', 76000, 'Recruiter');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (38, 'Liam', 'Lopez', 6, 6, '2018-11-18', 54000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (39, 'Vera', 'Lopez', 6, 6, '2023-05-08', 70000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (40, 'Farid', 'Nguyen', 3, 3, '2022-04-28', 69000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (41, 'Olivia', 'Kim', 5, 5, '2015-05-11', 46000, 'Recruiter');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (42, 'Lara', 'Garcia', 6, 6, '2023-09-08', 77000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (43, 'Omar', 'Okafor', 2, 2, '2020-08-11', 58000, 'Sales Representative');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (44, 'Ivan', 'Kim', 5, 5, '2023-07-14', 76000, 'HR Partner');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (45, 'Priya', 'Ivanova', 6, 6, '2017-04-04', 95000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (46, 'Anna', 'Tanaka', 1, 1, '2016-03-28', 42000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (47, 'Kenji', 'Haddad', 7, 7, '2022-01-16', 70000, 'Research Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (48, 'Sofia', 'Brown', 8, 8, '2019-10-27', 78000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (49, 'Elena', 'Weber', 4, 4, '2020-08-08', 78000, 'Accountant');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (50, 'Chloe', 'Rossi', 4, 4, '2023-01-02', 107000, 'Accountant');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (51, 'Lara', 'Rossi', 7, 7, '2014-02-23', 103000, 'Research Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (52, 'Hana', 'Kowalski', 3, 3, '2016-09-06', 44000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (53, 'Omar', 'Khan', 1, 1, '2017-10-30', 58000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (54, 'Daniel', 'Okafor', 8, 8, '2016-06-23', 67000, 'Counsel');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (55, 'Kavya', 'Novak', 2, 2, '2022-11-17', 77000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (56, 'Felix', 'Schmidt', 1, 1, '2020-05-27', 93000, 'Software Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (57, 'Pedro', 'Silva', 5, 5, '2020-12-06', 109000, 'HR Partner');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (58, 'Emma', 'Nguyen', 1, 1, '2022-09-16', 42000, 'Software Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (59, 'Chloe', 'Khan', 3, 3, '2014-07-24', 50000, 'Content Writer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (60, 'Viktor', 'Dubois', 1, 1, '2019-10-13', 106000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (61, 'Kavya', 'Nguyen', 6, 6, '2014-10-21', 86000, 'Support Lead');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (62, 'Marco', 'Kowalski', 7, 7, '2018-01-17', 75000, 'Research Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (63, 'Ben', 'Khan', 6, 6, '2015-06-07', 113000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (64, 'Farid', 'Fischer', 7, 7, '2016-01-02', 47000, 'Data Scientist');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (65, 'Nora', 'Schmidt', 8, 8, '2022-10-11', 111000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (66, 'Omar', 'Murphy', 1, 1, '2018-11-03', 48000, 'Senior Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (67, 'Uma', 'Nguyen', 8, 8, '2018-09-19', 95000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (68, 'Pedro', 'Muller', 1, 1, '2020-01-04', 76000, 'QA Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (69, 'Ben', 'Novak', 2, 2, '2018-10-11', 58000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (70, 'Ximena', 'Murphy', 6, 6, '2020-04-08', 75000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (71, 'Uma', 'Khan', 8, 8, '2023-02-13', 109000, 'Paralegal');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (72, 'Wanda', 'Nguyen', 2, 2, '2020-04-28', 110000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (73, 'Emma', 'Tanaka', 1, 1, '2016-08-24', 91000, 'Software Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (74, 'Lara', 'Khan', 2, 2, '2021-05-24', 90000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (75, 'Vera', 'Ortiz', 1, 1, '2023-07-24', 57000, 'Software Engineer');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (76, 'Tomas', 'Hughes', 2, 2, '2023-05-19', 78000, 'Sales Representative');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (77, 'Chloe', 'Jensen', 2, 2, '2020-04-27', 107000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (78, 'Kenji', 'Brown', 2, 2, '2015-02-14', 112000, 'Account Executive');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (79, 'Lara', 'Garcia', 6, 6, '2023-04-15', 51000, 'Support Agent');
+INSERT INTO employees (emp_id, first_name, last_name, dept_id, manager_id, hire_date, salary, job_title) VALUES (80, 'Ravi', 'Novak', 3, 3, '2019-02-04', 120000, 'Content Writer');
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (1, 'Atlas', 7, '2021-09-16', '2022-06-06', 619000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (2, 'Beacon', 3, '2022-03-05', '2022-11-12', 472000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (3, 'Cobalt', 4, '2023-05-14', '2023-10-03', 757000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (4, 'Delta Migration', 6, '2022-08-06', '2023-09-15', 209000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (5, 'Evergreen', 2, '2022-10-21', '2023-03-06', 148000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (6, 'Falcon', 6, '2022-05-25', '2023-07-16', 650000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (7, 'Granite', 7, '2023-01-07', '2023-05-16', 820000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (8, 'Horizon', 7, '2021-07-23', NULL, 287000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (9, 'Ion', 7, '2023-05-22', '2024-08-23', 737000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (10, 'Juniper', 7, '2022-12-24', '2023-12-23', 272000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (11, 'Kestrel', 6, '2021-11-11', NULL, 873000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (12, 'Lumen', 7, '2022-01-27', NULL, 294000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (13, 'Mosaic', 4, '2021-11-26', '2022-04-08', 764000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (14, 'Nimbus', 6, '2022-05-07', '2022-10-19', 644000);
+INSERT INTO projects (project_id, name, dept_id, start_date, end_date, budget) VALUES (15, 'Orchid', 1, '2023-05-05', '2024-06-02', 542000);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (18, 14, 'reviewer', 385);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (14, 8, 'lead', 130);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (17, 4, 'analyst', 133);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (33, 13, 'analyst', 80);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (32, 10, 'developer', 140);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 14, 'developer', 170);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (32, 7, 'developer', 383);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (19, 2, 'developer', 145);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (46, 1, 'analyst', 241);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (52, 1, 'developer', 181);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (51, 7, 'reviewer', 258);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (18, 4, 'tester', 390);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (71, 7, 'lead', 288);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (49, 2, 'analyst', 49);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (64, 2, 'reviewer', 280);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (41, 2, 'tester', 368);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (56, 11, 'analyst', 397);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (66, 5, 'analyst', 64);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (52, 11, 'tester', 284);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (76, 2, 'reviewer', 270);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (54, 1, 'analyst', 357);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (32, 11, 'lead', 101);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (56, 15, 'reviewer', 73);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (22, 15, 'tester', 82);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (51, 11, 'tester', 225);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (80, 5, 'lead', 244);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (70, 5, 'lead', 371);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (17, 2, 'lead', 396);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (79, 9, 'tester', 388);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (59, 6, 'developer', 146);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (43, 7, 'developer', 79);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (73, 5, 'lead', 366);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (74, 6, 'analyst', 216);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (66, 9, 'developer', 190);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (72, 14, 'developer', 87);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (43, 10, 'developer', 358);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (23, 10, 'developer', 104);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (33, 10, 'reviewer', 353);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (59, 14, 'lead', 313);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (27, 14, 'reviewer', 109);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (78, 9, 'lead', 301);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (31, 4, 'analyst', 199);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (65, 15, 'reviewer', 206);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (49, 9, 'tester', 168);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (72, 9, 'analyst', 351);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (70, 1, 'tester', 107);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (9, 2, 'lead', 261);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (31, 9, 'reviewer', 111);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (76, 4, 'developer', 266);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (65, 2, 'tester', 155);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (28, 3, 'reviewer', 55);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (15, 1, 'analyst', 326);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (38, 9, 'developer', 265);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (77, 1, 'analyst', 175);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (51, 14, 'analyst', 365);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (26, 2, 'tester', 27);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (19, 12, 'analyst', 115);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (17, 14, 'lead', 233);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (37, 8, 'analyst', 65);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (14, 7, 'developer', 112);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (29, 7, 'reviewer', 252);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (17, 9, 'reviewer', 116);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (71, 5, 'developer', 247);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (67, 13, 'reviewer', 234);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (32, 8, 'developer', 378);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (41, 6, 'analyst', 239);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (76, 6, 'tester', 215);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (37, 1, 'lead', 142);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (56, 3, 'reviewer', 283);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (33, 3, 'lead', 21);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 10, 'reviewer', 267);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 11, 'developer', 81);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 8, 'reviewer', 104);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (16, 14, 'developer', 216);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (66, 6, 'reviewer', 26);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (15, 4, 'reviewer', 30);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (59, 8, 'developer', 122);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (39, 2, 'reviewer', 252);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (51, 10, 'developer', 187);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (24, 10, 'developer', 382);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (46, 5, 'reviewer', 163);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (71, 4, 'tester', 146);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (12, 14, 'analyst', 332);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (53, 6, 'developer', 39);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (12, 11, 'developer', 19);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 9, 'developer', 256);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (74, 15, 'analyst', 112);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (70, 6, 'reviewer', 189);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (13, 7, 'analyst', 394);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (59, 2, 'analyst', 104);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (61, 2, 'tester', 209);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (79, 6, 'tester', 358);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (60, 3, 'reviewer', 293);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (54, 15, 'lead', 195);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (62, 8, 'lead', 237);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (43, 14, 'lead', 269);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (58, 8, 'developer', 88);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 12, 'developer', 249);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (20, 13, 'developer', 173);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (39, 10, 'developer', 323);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (15, 8, 'reviewer', 385);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (51, 6, 'developer', 46);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (33, 7, 'developer', 183);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (48, 2, 'reviewer', 51);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (35, 4, 'developer', 88);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (27, 10, 'developer', 67);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (38, 5, 'lead', 122);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (80, 9, 'reviewer', 268);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (49, 13, 'tester', 106);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (68, 3, 'tester', 50);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (14, 14, 'developer', 316);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (21, 4, 'analyst', 53);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (22, 8, 'reviewer', 124);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (22, 11, 'reviewer', 399);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (53, 7, 'tester', 348);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (66, 13, 'developer', 159);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (65, 14, 'reviewer', 115);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (23, 9, 'developer', 247);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (47, 12, 'developer', 184);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (53, 4, 'reviewer', 395);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (18, 15, 'tester', 361);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (55, 7, 'developer', 320);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (75, 4, 'lead', 189);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (16, 6, 'lead', 230);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (41, 4, 'analyst', 94);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (35, 12, 'lead', 386);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (68, 15, 'tester', 224);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (56, 4, 'tester', 219);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (70, 15, 'reviewer', 250);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (13, 5, 'developer', 104);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (21, 1, 'lead', 160);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (73, 9, 'developer', 337);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (69, 1, 'lead', 391);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (35, 5, 'reviewer', 231);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (13, 6, 'reviewer', 389);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (34, 12, 'analyst', 83);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (47, 15, 'reviewer', 237);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (28, 8, 'analyst', 202);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (64, 5, 'reviewer', 252);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (76, 9, 'lead', 194);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (45, 5, 'developer', 247);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (54, 13, 'analyst', 392);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (40, 15, 'tester', 15);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (10, 3, 'tester', 86);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 1, 'developer', 114);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (68, 6, 'analyst', 292);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (13, 8, 'lead', 132);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (10, 5, 'reviewer', 183);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (15, 10, 'tester', 58);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (42, 4, 'reviewer', 224);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (42, 6, 'developer', 25);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (63, 1, 'lead', 399);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (40, 3, 'reviewer', 270);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (52, 9, 'lead', 153);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (11, 3, 'developer', 18);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (71, 11, 'developer', 245);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (68, 9, 'tester', 273);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (62, 6, 'tester', 333);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (30, 5, 'lead', 47);
+INSERT INTO assignments (emp_id, project_id, role, hours) VALUES (26, 14, 'tester', 62);
+COMMIT;

@@ -1,0 +1,3 @@
+from mlx_sql.cli.app import main
+
+main()

@@ -1,0 +1,99 @@
+"""The `mlx-sql` command: parses arguments, calls library functions, prints results.
+
+Every user error is one line on stderr and a non-zero exit; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from mlx_sql import __version__, blas
+from mlx_sql.cli.ui import console, progress_bar
+from mlx_sql.errors import MlxSqlError
+
+app = typer.Typer(help="Finetune small open models for text-to-SQL with MLX, evaluate them, ship them to Ollama.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Build training data from a Spider/BIRD benchmark.", no_args_is_help=True)
+recipe_app = typer.Typer(help="Check and show recipes.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(recipe_app, name="recipe")
+
+SetOption = typer.Option(None, "--set", help="Override a recipe value, e.g. --set train.lr=1e-4 (repeatable).")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        console.print(f"mlx-sql {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def doctor(measure: bool = typer.Option(True, help="Measure matmul throughput (takes a second).")) -> None:
+    """Show MLX, its device and BLAS, memory and library versions, with advice."""
+    from mlx_sql.doctor import run_doctor
+
+    report = run_doctor(measure=measure)
+    table = Table(show_header=False, box=None)
+    for key, value in report.rows:
+        table.add_row(f"[bold]{key}", value)
+    console.print(table)
+    for line in report.advice:
+        console.print(f"[yellow]advice:[/] {line}")
+
+
+@recipe_app.command("check")
+def recipe_check(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+                 overrides: Optional[List[str]] = SetOption) -> None:
+    """Validate a recipe and print it fully resolved (defaults filled in)."""
+    from mlx_sql.recipe import dump_recipe, load_recipe
+
+    console.print(dump_recipe(load_recipe(recipe, overrides or [])), markup=False, highlight=False)
+
+
+@data_app.command("build")
+def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+               overrides: Optional[List[str]] = SetOption) -> None:
+    """Write train.jsonl / valid.jsonl with schemas injected, and report token lengths."""
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+
+    cfg = load_recipe(recipe, overrides or [])
+    try:
+        tokenizer = load_tokenizer(cfg.model)
+    except MlxSqlError as exc:
+        console.print(f"[yellow]no tokenizer ({exc}); lengths are estimates[/]", highlight=False)
+        tokenizer = None
+    with progress_bar("building examples") as (progress, task):
+        report = build_dataset(cfg, tokenizer, advance=lambda: progress.advance(task),
+                               on_total=lambda n: progress.update(task, total=n))
+    console.print(f"wrote [bold]{report.train}[/] train and [bold]{report.valid}[/] valid examples to {report.out_dir}")
+    if report.skipped:
+        dbs = ", ".join(f"{db} ({n})" for db, n in sorted(report.skipped_missing_db.items()))
+        console.print(f"[yellow]skipped {report.skipped} questions whose database is missing:[/] {dbs}")
+    table = Table(title=f"lengths in {report.lengths.unit}")
+    table.add_column("part")
+    for key in report.lengths.prompt:
+        table.add_column(key, justify="right")
+    table.add_row("prompt", *map(str, report.lengths.prompt.values()))
+    table.add_row("completion", *map(str, report.lengths.completion.values()))
+    console.print(table)
+
+
+def main() -> None:
+    blas.reexec_with_openblas()
+    debug = "--debug" in sys.argv
+    try:
+        app(prog_name="mlx-sql")
+    except MlxSqlError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,115 @@
+"""`mlx-sql data build`: benchmark questions → schema-injected train/valid JSONL."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mlx_sql.data.benchmark import Benchmark, Question, load_benchmark
+from mlx_sql.data.examples import make_record, render_prompt_completion
+from mlx_sql.data.hub import load_hf_questions
+from mlx_sql.data.pruning import prune_for_training
+from mlx_sql.data.schema import render_schema
+from mlx_sql.fileio import write_jsonl
+from mlx_sql.recipe import DataConfig, Recipe
+
+PERCENTILES = (50, 90, 99, 100)
+
+
+@dataclass
+class LengthStats:
+    unit: str
+    prompt: dict[str, int] = field(default_factory=dict)
+    completion: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    train: int
+    valid: int
+    skipped_missing_db: dict[str, int]
+    lengths: LengthStats
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_missing_db.values())
+
+
+def _percentiles(values: list[int]) -> dict[str, int]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {("max" if p == 100 else f"p{p}"): int(np.percentile(arr, p)) for p in PERCENTILES}
+
+
+def training_questions(bench: Benchmark, cfg: DataConfig) -> list[Question]:
+    if cfg.hf_dataset:
+        return load_hf_questions(cfg.hf_dataset, cfg.train_split)
+    return bench.questions(cfg.train_split)
+
+
+def split_questions(questions: list[Question], cfg: DataConfig) -> tuple[list[Question], list[Question]]:
+    """Seeded shuffle, optional cap, then the first `valid_fraction` become the validation set."""
+    order = list(questions)
+    random.Random(cfg.seed).shuffle(order)
+    if cfg.max_examples:
+        order = order[: cfg.max_examples]
+    n_valid = math.ceil(len(order) * cfg.valid_fraction) if cfg.valid_fraction > 0 else 0
+    if n_valid >= len(order):
+        n_valid = max(0, len(order) - 1)
+    return order[n_valid:], order[:n_valid]
+
+
+def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str,
+                on_record: Callable[[dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
+    for q in questions:
+        schema = bench.schema(q.db_id, split)
+        if cfg.prune:
+            rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
+            schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
+        record = make_record(q, render_schema(schema, cfg.schema_format, cfg.sample_rows), cfg.instruction)
+        if on_record:
+            on_record(record)
+        yield record
+
+
+def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], None] | None = None,
+                  on_total: Callable[[int], None] | None = None) -> BuildReport:
+    """Write train.jsonl and valid.jsonl for the recipe; each file appears only when complete."""
+    cfg = recipe.data
+    bench = load_benchmark(cfg.path, cfg.layout)
+    split = cfg.train_split
+    questions = training_questions(bench, cfg)
+    missing: Counter[str] = Counter(q.db_id for q in questions if not bench.has_database(q.db_id, split))
+    usable = [q for q in questions if q.db_id not in missing]
+    train, valid = split_questions(usable, cfg)
+    if on_total:
+        on_total(len(train) + len(valid))
+
+    prompt_lens: list[int] = []
+    completion_lens: list[int] = []
+    unit = "tokens" if tokenizer is not None else "approx. tokens (chars/4; no tokenizer)"
+
+    def measure(record: dict[str, Any]) -> None:
+        if tokenizer is not None:
+            prompt, completion = render_prompt_completion(tokenizer, record)
+            prompt_lens.append(len(tokenizer.encode(prompt, add_special_tokens=False)))
+            completion_lens.append(len(tokenizer.encode(completion, add_special_tokens=False)))
+        else:
+            prompt_lens.append(len(record["instruction"] + record["input"]) // 4 + 1)
+            completion_lens.append(len(record["output"]) // 4 + 1)
+        if advance:
+            advance()
+
+    out = recipe.data_dir
+    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure))
+    n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure))
+    return BuildReport(out, n_train, n_valid, dict(missing),
+                       LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)))

@@ -1,0 +1,1 @@
+"""Model loading: hub ids and local folders through mlx-lm."""

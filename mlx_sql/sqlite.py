@@ -1,0 +1,51 @@
+"""SQLite access shared by the data stage and the evaluator.
+
+Benchmark databases are read-only inputs: every connection here is opened with
+`mode=ro` so nothing the project does can change them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import atomic_path
+
+
+def _decode(raw: bytes) -> str:
+    # Some Spider databases hold text that is not valid UTF-8.
+    return raw.decode("utf-8", errors="replace")
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    if not path.is_file():
+        raise MlxSqlError("database file not found", path)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    conn.text_factory = _decode
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def build_from_script(script: str | Path, db_path: str | Path) -> Path:
+    """Create `db_path` from a .sql script, atomically (a half-built database never appears)."""
+    script, db_path = Path(script), Path(db_path)
+    with atomic_path(db_path) as tmp:
+        tmp.unlink()
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(script.read_text(encoding="utf-8"))
+            conn.commit()
+        except sqlite3.Error as exc:
+            raise MlxSqlError(f"SQL script failed: {exc}", script) from None
+        finally:
+            conn.close()
+    return db_path
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a table or column name only where SQL needs it (spaces, keywords-like clashes aside)."""
+    if name.replace("_", "a").isalnum() and not name[0].isdigit():
+        return name
+    return '"' + name.replace('"', '""') + '"'
