@@ -47,8 +47,15 @@ def loaded_blas_libraries() -> list[str]:
 
 
 def openblas_loaded() -> bool:
-    preload = os.environ.get("LD_PRELOAD", "")
-    return "openblas" in preload or any("openblas" in p for p in loaded_blas_libraries())
+    """True when a BLAS was preloaded, so its symbols win over the one bundled with mlx-cpu.
+
+    Merely having an OpenBLAS mapped is not enough (numpy ships its own), it must come first.
+    """
+    preloaded = [p for p in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if "blas" in p.lower()]
+    if not preloaded:
+        return False
+    mapped = loaded_blas_libraries()
+    return any(Path(p).resolve() in {Path(m).resolve() for m in mapped} or p in mapped for p in preloaded)
 
 
 def needs_preload() -> bool:

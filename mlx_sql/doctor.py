@@ -73,10 +73,10 @@ def run_doctor(measure: bool = True) -> Report:
     ]
     advice: list[str] = []
     if platform.system() == "Linux":
-        loaded = blas.loaded_blas_libraries()
         openblas = blas.openblas_loaded()
-        rows.append(("BLAS", ("OpenBLAS (preloaded)" if openblas else "reference BLAS bundled with mlx-cpu")
-                     + (f": {', '.join(loaded)}" if loaded else "")))
+        preload = os.environ.get("LD_PRELOAD", "")
+        rows.append(("BLAS", f"OpenBLAS (preloaded: {preload})" if openblas
+                     else "reference BLAS bundled with mlx-cpu (slow)"))
         if not openblas:
             if blas.find_openblas():
                 advice.append(f"OpenBLAS is installed but not loaded: run through `mlx-sql` (it preloads it) or "

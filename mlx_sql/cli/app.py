@@ -87,6 +87,19 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     console.print(table)
 
 
+@data_app.command("check")
+def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction, input, output} records."),
+               strict: bool = typer.Option(True, help="Stop at the first bad line (else skip and count it).")) -> None:
+    """Validate a JSONL training file line by line, streaming (any size)."""
+    from mlx_sql.data.examples import RECORD_KEYS
+    from mlx_sql.data.jsonl import ReadStats, iter_jsonl
+
+    stats = ReadStats()
+    for _ in iter_jsonl(path, RECORD_KEYS, strict=strict, stats=stats):
+        pass
+    console.print(f"{path}: {stats.read} valid records" + (f", {stats.skipped} bad lines skipped" if stats.skipped else ""))
+
+
 def main() -> None:
     blas.reexec_with_openblas()
     debug = "--debug" in sys.argv

@@ -8,7 +8,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console()
+console = Console(soft_wrap=True)  # never wrap lines: output is often read by scripts and tests
 
 
 @contextlib.contextmanager

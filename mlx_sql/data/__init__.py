@@ -1,0 +1,1 @@
+"""Data stage: benchmarks, schemas, examples, JSONL."""

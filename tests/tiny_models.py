@@ -1,0 +1,92 @@
+"""Tiny randomly-initialised models for tests, built offline in a few seconds.
+
+Each is an HF-style folder (config.json, model.safetensors, tokenizer files with a
+chat template) that `mlx_lm.load` opens, so every stage is tested on the same
+loading path real models take, without downloading anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+from mlx_lm.utils import _get_classes, save_config, save_model
+
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+GEMMA = ("{{ bos_token }}{% for message in messages %}<start_of_turn>"
+         "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+         "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+         "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+PHI3 = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}")
+
+# special tokens: (bos, eos, pad, extra specials, chat template)
+FAMILIES = {
+    "chatml": ("<|endoftext|>", "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], CHATML),
+    "gemma": ("<bos>", "<end_of_turn>", "<pad>", ["<start_of_turn>", "<eos>"], GEMMA),
+    "phi3": ("<s>", "<|end|>", "<|endoftext|>", ["<|user|>", "<|assistant|>", "<|system|>"], PHI3),
+}
+
+COMMON = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+              num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=2048)
+ARCHITECTURES = {
+    "llama": ("chatml", dict(model_type="llama", rope_theta=10000.0, tie_word_embeddings=True)),
+    "qwen2": ("chatml", dict(model_type="qwen2", rope_theta=10000.0, tie_word_embeddings=True)),
+    "gemma": ("gemma", dict(model_type="gemma", head_dim=16, rope_theta=10000.0)),
+    "gemma3_text": ("gemma", dict(model_type="gemma3_text", head_dim=16, query_pre_attn_scalar=16,
+                                  sliding_window=16, sliding_window_pattern=2, rope_theta=10000.0,
+                                  rope_local_base_freq=10000.0)),
+    "phi3": ("phi3", dict(model_type="phi3", rope_theta=10000.0, tie_word_embeddings=False)),
+}
+
+
+def training_corpus() -> list[str]:
+    """Text close to what the tests feed the models: minispider questions, SQL and schemas."""
+    root = Path(__file__).resolve().parent.parent / "benchmarks" / "minispider"
+    texts = []
+    for name in ("train_spider.json", "dev.json"):
+        for item in json.loads((root / name).read_text()):
+            texts += [item["question"], item["query"]]
+    for script in sorted((root / "database").glob("*/*.sql")):
+        texts.append(script.read_text()[:4000])
+    texts.append("### Schema ### CREATE TABLE PRIMARY KEY FOREIGN KEY REFERENCES ### Question ### -> , ( ) ;")
+    return texts
+
+
+def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bos, eos, pad, extra, template = FAMILIES[family]
+    specials = list(dict.fromkeys([bos, eos, pad, *extra]))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(training_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   additional_special_tokens=[t for t in specials if t not in (bos, eos, pad)])
+    fast.chat_template = template
+    fast.save_pretrained(str(out))
+    return fast
+
+
+def build_tiny_model(arch: str, out: Path, seed: int = 0, **overrides) -> Path:
+    """Write a tiny `arch` model with its tokenizer to `out` and return the folder."""
+    family, specific = ARCHITECTURES[arch]
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(family, out)
+    config = {**COMMON, **specific, **overrides, "vocab_size": len(tokenizer)}
+    config["bos_token_id"] = tokenizer.bos_token_id
+    config["eos_token_id"] = tokenizer.eos_token_id
+    config["pad_token_id"] = tokenizer.pad_token_id
+    model_cls, args_cls = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_cls(args_cls.from_dict(config))
+    mx.eval(model.parameters())
+    save_model(out, model)
+    save_config(config, out / "config.json")
+    return out
