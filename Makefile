@@ -9,7 +9,7 @@ RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 .PHONY: setup openblas test help
 
 help:
-	@echo "make setup   create $(VENV), install mlx-sql with its test and llama.cpp extras (and OpenBLAS on Linux)"
+	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
 	@echo "make test    run the test suite"
 
 setup: openblas
@@ -17,7 +17,7 @@ setup: openblas
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, cached after)."
-	$(PY) -m pip install -e ".[test,llamacpp]"
+	$(PY) -m pip install -e ".[test,llamacpp,demo]"
 
 # Debian/Ubuntu's OpenBLAS, installed where we may (root or passwordless sudo); `mlx-sql doctor` advises otherwise.
 openblas:

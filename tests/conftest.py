@@ -13,6 +13,9 @@ from tiny_models import build_tiny_model  # noqa: E402
 
 MINISPIDER = ROOT / "benchmarks" / "minispider"
 
+# GGUF imports are cached; keep the tests' cache away from the user's.
+os.environ.setdefault("MLX_SQL_CACHE", str(ROOT / ".pytest_cache" / "mlx-sql-cache"))
+
 
 def spider_path() -> Path:
     return Path(os.environ.get("MLX_SQL_SPIDER", ROOT.parent / "shared" / "spider"))

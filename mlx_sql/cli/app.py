@@ -100,6 +100,24 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
     console.print(f"{path}: {stats.read} valid records" + (f", {stats.skipped} bad lines skipped" if stats.skipped else ""))
 
 
+@app.command("import-gguf")
+def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
+                    out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),
+                    ollama: Optional[str] = typer.Option(None, "--ollama", help="Import an Ollama model NAME:TAG instead."),
+                    dtype: str = typer.Option("float32", help="float32, float16 or bfloat16.")) -> None:
+    """Turn a GGUF file (or an Ollama model) into an MLX model folder that mlx_lm.load opens."""
+    from mlx_sql.models.gguf_import import import_gguf
+    from mlx_sql.models.sources import find_ollama_blob
+
+    if (gguf is None) == (ollama is None):
+        raise MlxSqlError("import-gguf: give a GGUF file or --ollama NAME:TAG (one of them)")
+    source = find_ollama_blob(ollama) if ollama else gguf
+    with console.status(f"importing {source}"):
+        result = import_gguf(source, out, dtype)
+    console.print(f"imported {result.architecture} ({result.n_tensors} tensors) to {result.out_dir} "
+                  f"in {result.seconds:.1f} s")
+
+
 def main() -> None:
     blas.reexec_with_openblas()
     debug = "--debug" in sys.argv

@@ -1,0 +1,86 @@
+"""llama.cpp's GGUF tensor names and the Hugging Face / mlx-lm names they stand for.
+
+One table serves the importer (GGUF → MLX) and the exporter (MLX → GGUF), so the
+two directions cannot drift apart. Follows llama.cpp's `gguf-py/gguf/tensor_mapping.py`.
+"""
+
+from __future__ import annotations
+
+import re
+
+# GGUF architecture name -> mlx-lm model_type
+MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "gemma": "gemma", "gemma3": "gemma3_text", "phi3": "phi3"}
+GEMMA_FAMILY = {"gemma", "gemma3"}
+
+_GLOBAL = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_qkv": "self_attn.qkv_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+
+
+def _ffn_names(arch: str) -> dict[str, str]:
+    # Gemma 2/3 have a norm before and after the MLP; llama's single one sits after attention.
+    ffn_norm = "pre_feedforward_layernorm" if arch in ("gemma2", "gemma3") else "post_attention_layernorm"
+    ffn_up = "mlp.gate_up_proj" if arch == "phi3" else "mlp.up_proj"  # phi3 keeps gate and up fused
+    return {"ffn_norm": ffn_norm, "ffn_up": ffn_up}
+
+
+def gguf_to_hf(name: str, arch: str) -> str | None:
+    """The HF name for a GGUF tensor name, or None if it is not a weight we know."""
+    if name in _GLOBAL:
+        return _GLOBAL[name]
+    match = _BLOCK_RE.match(name)
+    if not match:
+        return None
+    layer, part, kind = match.groups()
+    table = {**_BLOCK, **_ffn_names(arch)}
+    if part not in table:
+        return None
+    return f"model.layers.{layer}.{table[part]}.{kind}"
+
+
+def hf_to_gguf(name: str, arch: str) -> str | None:
+    """The inverse of gguf_to_hf."""
+    for gguf_name, hf in _GLOBAL.items():
+        if hf == name:
+            return gguf_name
+    match = re.match(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$", name)
+    if not match:
+        return None
+    layer, part, kind = match.groups()
+    table = {**_BLOCK, **_ffn_names(arch)}
+    for gguf_part, hf_part in table.items():
+        if hf_part == part:
+            return f"blk.{layer}.{gguf_part}.{kind}"
+    return None
+
+
+def rotary_permute(w, n_head: int):
+    """llama.cpp's converter reorders llama q/k rows from HF's half-split rotary to interleaved pairs."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rotary_unpermute(w, n_head: int):
+    """Undo rotary_permute."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def is_gemma_norm(hf_name: str) -> bool:
+    """Gemma's RMSNorm scales by (1 + w); llama.cpp stores 1 + w, HF and mlx-lm store w."""
+    return hf_name.endswith("norm.weight")
