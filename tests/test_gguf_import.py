@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import mlx.core as mx
-import numpy as np
 import pytest
 
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.models import gguf_import
 from mlx_sql.models.gguf_import import import_gguf
+from mlx_sql.models.verify import logits_agreement
 from mlx_sql.models.sources import find_ollama_blob, gguf_from_package, resolve_model_path
 from mlx_sql.recipe import ModelConfig
 
@@ -71,17 +71,13 @@ def test_next_token_predictions_match_llama_cpp(imported):
     from mlx_lm import load
 
     name, gguf, folder = imported
+    pytest.importorskip("llama_cpp")
     model, tok = load(folder)
-    text = " ".join(sample_strings()[:60])
-    ids = tok.encode(text)[:256]
-    ref = llama_cpp(gguf, logits_all=True, n_ctx=512)
-    ref.eval(ids)
-    ref_logits = np.asarray(ref.scores[: len(ids)], dtype=np.float32)
-    logits = np.asarray(model(mx.array([ids]))[0].astype(mx.float32))
-    agreement = float(np.mean(ref_logits.argmax(-1) == logits.argmax(-1)))
-    mean_abs = float(np.mean(np.abs(ref_logits - logits)))
-    print(f"{name}: top-1 agreement {agreement:.3f}, mean |Δlogit| {mean_abs:.3f} over {len(ids)} positions")
-    assert agreement >= 0.95 and mean_abs <= 0.5
+    ids = tok.encode(" ".join(sample_strings()[:60]))[:256]
+    result = logits_agreement(model, gguf, ids)
+    print(f"{name}: {result}")
+    assert result.positions == 256
+    assert result.top1 >= 0.95 and result.mean_abs_logit_diff <= 0.5
 
 
 def test_smollm2_answers_a_sql_question_with_sql():

@@ -1,0 +1,53 @@
+"""Compare an MLX model with llama.cpp on the same GGUF: the proof that a conversion is right.
+
+Used by the importer's tests and benchmark, and by the exporter to check the files it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Agreement:
+    positions: int
+    top1: float
+    mean_abs_logit_diff: float
+
+
+def llama_cpp_model(gguf: str | Path, **kwargs: Any):
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(gguf), verbose=False, n_threads=kwargs.pop("n_threads", 2), **kwargs)
+
+
+def logits_agreement(model: Any, gguf: str | Path, ids: Sequence[int]) -> Agreement:
+    """Feed both the same token ids and compare their next-token logits at every position."""
+    import mlx.core as mx
+
+    ref = llama_cpp_model(gguf, logits_all=True, n_ctx=max(512, len(ids) + 8))
+    ref.eval(list(ids))
+    ref_logits = np.asarray(ref.scores[: len(ids)], dtype=np.float32)
+    ours = np.asarray(model(mx.array([list(ids)]))[0].astype(mx.float32))
+    return Agreement(len(ids), float(np.mean(ref_logits.argmax(-1) == ours.argmax(-1))),
+                     float(np.mean(np.abs(ref_logits - ours))))
+
+
+def greedy_side_by_side(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
+                        max_tokens: int = 32) -> tuple[str, str]:
+    """Greedy continuations of `prompt` from MLX and from llama.cpp."""
+    from mlx_lm import generate
+
+    ours = generate(model, tokenizer, prompt, max_tokens=max_tokens)
+    ref = llama_cpp_model(gguf, n_ctx=2048)
+    ids = tokenizer.encode(prompt)
+    theirs = []
+    for token in ref.generate(ids, temp=0.0, top_k=1, reset=True):
+        if token == ref.token_eos() or len(theirs) >= max_tokens:
+            break
+        theirs.append(token)
+    return ours, tokenizer.decode(theirs)
