@@ -7,6 +7,7 @@ import platform
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from mlx_sql import blas
 
@@ -28,13 +29,11 @@ def memory_bytes() -> tuple[int, int | None]:
     """(total, available) physical memory; available is None where the OS does not say."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     available = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    meminfo = Path("/proc/meminfo")  # Linux; macOS has no cheap equivalent
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
     return total, available
 
 

@@ -95,8 +95,7 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
     from mlx_sql.data.jsonl import ReadStats, iter_jsonl
 
     stats = ReadStats()
-    for _ in iter_jsonl(path, RECORD_KEYS, strict=strict, stats=stats):
-        pass
+    sum(1 for _ in iter_jsonl(path, RECORD_KEYS, strict=strict, stats=stats))  # stream it; stats count
     console.print(f"{path}: {stats.read} valid records" + (f", {stats.skipped} bad lines skipped" if stats.skipped else ""))
 
 
