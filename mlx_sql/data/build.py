@@ -18,6 +18,7 @@ from mlx_sql.data.pruning import prune_for_training
 from mlx_sql.data.schema import render_schema
 from mlx_sql.fileio import write_jsonl
 from mlx_sql.recipe import DataConfig, Recipe
+from mlx_sql.sqltools import tables_in_query
 
 PERCENTILES = (50, 90, 99, 100)
 
@@ -67,11 +68,44 @@ def split_questions(questions: list[Question], cfg: DataConfig) -> tuple[list[Qu
     return order[n_valid:], order[:n_valid]
 
 
+def database_tables(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str) -> dict[str, set[str]]:
+    """Per database: every table its questions read, plus distractors — one schema per database."""
+    gold: dict[str, set[str]] = {}
+    for q in questions:
+        names = bench.schema(q.db_id, split).table_names
+        gold.setdefault(q.db_id, set()).update(tables_in_query(q.query, names) or names)
+    out = {}
+    for db_id, tables in gold.items():
+        others = sorted(set(bench.schema(db_id, split).table_names) - tables)
+        rng = random.Random(f"{cfg.seed}:{db_id}")
+        out[db_id] = tables | set(rng.sample(others, min(cfg.distractor_tables, len(others))))
+    return out
+
+
+def group_by_database(questions: list[Question], seed: int) -> list[Question]:
+    """Databases in a shuffled order, each database's questions together and shuffled."""
+    rng = random.Random(f"{seed}:group")
+    by_db: dict[str, list[Question]] = {}
+    for q in questions:
+        by_db.setdefault(q.db_id, []).append(q)
+    order = sorted(by_db)
+    rng.shuffle(order)
+    out: list[Question] = []
+    for db_id in order:
+        group = by_db[db_id]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
+
+
 def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str,
-                on_record: Callable[[dict[str, Any]], None] | None = None) -> Iterator[dict[str, Any]]:
+                on_record: Callable[[dict[str, Any]], None] | None = None,
+                shared_tables: dict[str, set[str]] | None = None) -> Iterator[dict[str, Any]]:
     for q in questions:
         schema = bench.schema(q.db_id, split)
-        if cfg.prune:
+        if cfg.prune and shared_tables is not None:
+            schema = schema.subset(shared_tables[q.db_id])
+        elif cfg.prune:
             rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
             schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
         record = make_record(q, render_schema(schema, cfg.schema_format, cfg.sample_rows), cfg.instruction)
@@ -108,8 +142,14 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
         if advance:
             advance()
 
+    shared = None
+    if recipe.train.batching == "schema_shared":
+        # One schema per database, and each database's questions next to each other, so the trainer
+        # can batch them and compute the schema once (see README, "Schema-shared batches").
+        shared = database_tables(bench, train + valid, cfg, split)
+        train, valid = group_by_database(train, cfg.seed), group_by_database(valid, cfg.seed)
     out = recipe.data_dir
-    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure))
-    n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure))
+    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared))
+    n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure, shared))
     return BuildReport(out, n_train, n_valid, dict(missing),
                        LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)))

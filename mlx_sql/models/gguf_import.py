@@ -9,8 +9,6 @@ is rebuilt from the file's metadata. The result is written atomically.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import atomic_dir
 from mlx_sql.models.gguf_names import GEMMA_FAMILY, MODEL_TYPES, gguf_to_hf, is_gemma_norm, rotary_unpermute
 
 IGNORED_TENSORS = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"}
@@ -182,28 +181,11 @@ def import_gguf(path: str | Path, out_dir: str | Path, dtype: str = "float32") -
     weights = convert_weights(reader, config, arch, path)
     target = getattr(mx, dtype)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         mx.save_safetensors(str(tmp / "model.safetensors"),
                             {k: mx.array(v).astype(target) for k, v in weights.items()}, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "gguf_source.json").write_text(json.dumps({"gguf": str(path.resolve()), "dtype": dtype,
                                                           "name": md.get("general.name")}, indent=2))
-        _replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return ImportResult(out_dir, arch, len(weights), time.perf_counter() - start)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap `new` in for `target`; the old folder is removed only after the rename succeeded."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The training stage: our own MLX loop over schema-injected JSONL."""

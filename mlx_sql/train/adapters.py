@@ -1,0 +1,69 @@
+"""LoRA / DoRA / full finetuning on an mlx-lm model, saved in mlx-lm's adapter format.
+
+Layer conversion is mlx-lm's own (`linear_to_lora_layers`), so `mlx_lm.load(base,
+adapter_path=...)` rebuilds exactly the model we trained.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+from mlx_lm.tuner.utils import linear_to_lora_layers
+
+from mlx_sql.fileio import atomic_path, write_json
+from mlx_sql.recipe import TrainConfig
+
+# recipe projection name -> module names that carry it (phi3 fuses q/k/v and gate/up)
+FUSED = {"q_proj": ("qkv_proj",), "k_proj": ("qkv_proj",), "v_proj": ("qkv_proj",),
+         "gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj",)}
+
+
+def lora_keys(model: nn.Module, targets: list[str]) -> list[str]:
+    """Module paths inside a transformer block for the recipe's target projections."""
+    wanted = set(targets) | {f for t in targets for f in FUSED.get(t, ())}
+    keys = [name for name, module in model.layers[0].named_modules()
+            if name.rsplit(".", 1)[-1] in wanted and isinstance(module, (nn.Linear, nn.QuantizedLinear))]
+    return sorted(keys)
+
+
+def adapter_config(model: nn.Module, cfg: TrainConfig, base: str) -> dict[str, Any]:
+    num_layers = len(model.layers) if cfg.num_layers == -1 else min(cfg.num_layers, len(model.layers))
+    return {
+        "fine_tune_type": cfg.method,
+        "num_layers": num_layers,
+        "lora_parameters": {"rank": cfg.rank, "scale": cfg.alpha / cfg.rank, "dropout": cfg.dropout,
+                            "keys": lora_keys(model, cfg.target_modules)},
+        "base_model": base,
+    }
+
+
+def apply_adapters(model: nn.Module, config: dict[str, Any]) -> None:
+    """Freeze the base and add trainable adapters (or unfreeze the last layers for `full`)."""
+    model.freeze()
+    if config["fine_tune_type"] == "full":
+        for layer in model.layers[-config["num_layers"]:]:
+            layer.unfreeze()
+        return
+    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"],
+                          use_dora=config["fine_tune_type"] == "dora")
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+
+
+def save_adapters(model: nn.Module, folder: Path, config: dict[str, Any]) -> None:
+    """adapters.safetensors + adapter_config.json, each replaced atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "adapters.safetensors") as tmp:
+        mx.save_safetensors(str(tmp), dict(tree_flatten(model.trainable_parameters())))
+    write_json(folder / "adapter_config.json", config)
+
+
+def load_adapter_config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "adapter_config.json").read_text())

@@ -1,0 +1,124 @@
+"""Streamed batches: memory bounded by a shuffle window, whatever the file size.
+
+Unshared: within each window, examples are sorted by length and cut into batches
+(length bucketing, little padding), then the batches are shuffled.
+Schema-shared: within each window, examples with the same prefix (same database
+schema) are shuffled and cut into batches, then the batches are shuffled. `data
+build` writes each database's questions next to each other for such recipes, so a
+window holds whole databases and batches are full.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_sql.data.examples import RECORD_KEYS
+from mlx_sql.data.jsonl import iter_jsonl
+from mlx_sql.train.encode import Encoded, Encoder, prefix_key
+from mlx_sql.train.losses import Batch
+
+Records = list[dict[str, Any]]
+
+
+@dataclass
+class BatchPlan:
+    path: Path
+    batch_size: int
+    shared: bool
+    seed: int
+    window: int = 1024
+    strict: bool = True
+
+    def _cut(self, records: Records, rng: random.Random) -> list[Records]:
+        if self.shared:
+            groups: dict[tuple[str, str], Records] = {}
+            for record in records:
+                groups.setdefault(prefix_key(record), []).append(record)
+            batches = []
+            for group in groups.values():
+                rng.shuffle(group)
+                batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        else:
+            ordered = sorted(records, key=lambda r: len(r["input"]) + len(r["output"]))
+            batches = [ordered[i:i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def epoch(self, epoch: int) -> Iterator[Records]:
+        """One pass over the file as batches of raw records (tokenized later, only if used)."""
+        rng = random.Random(f"{self.seed}:{epoch}")
+        window: Records = []
+        for _, record in iter_jsonl(self.path, RECORD_KEYS, strict=self.strict):
+            window.append(record)
+            if len(window) >= self.window:
+                yield from self._cut(window, rng)
+                window = []
+        if window:
+            yield from self._cut(window, rng)
+
+    def batches_per_epoch(self) -> int:
+        return sum(1 for _ in self.epoch(0))
+
+    def forever(self, start_epoch: int = 0) -> Iterator[tuple[int, Records]]:
+        epoch = start_epoch
+        while True:
+            empty = True
+            for batch in self.epoch(epoch):
+                empty = False
+                yield epoch, batch
+            if empty:
+                return
+            epoch += 1
+
+
+def _pad(rows: list[list[int]], value: int = 0) -> np.ndarray:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), value, dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _mask(lengths: list[int], starts: list[int], width: int) -> np.ndarray:
+    idx = np.arange(width)[None, :]
+    return ((idx >= np.asarray(starts)[:, None]) & (idx < np.asarray(lengths)[:, None])).astype(np.float32)
+
+
+def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch | None:
+    """Pad into a Batch, cutting the end of the prefix (the schema's tail) when too long.
+
+    Questions and answers are never cut; an example whose segment alone exceeds the limit
+    is dropped (None when nothing is left).
+    """
+    encoded = [e for e in encoded if len(e.segment) < max_seq_length]
+    if not encoded:
+        return None
+    if shared:
+        budget = max_seq_length - max(len(e.segment) for e in encoded)
+        prefix = list(encoded[0].prefix[:budget])
+        truncated = len(encoded) if len(prefix) < len(encoded[0].prefix) else 0
+        segments = [list(e.segment) for e in encoded]
+        tokens = _pad(segments)
+        mask = _mask([len(s) for s in segments], [e.completion_start for e in encoded], tokens.shape[1])
+        real = len(prefix) + sum(len(s) for s in segments)
+        return Batch(mx.array(tokens), mx.array(mask), mx.array([prefix], dtype=mx.int32), real,
+                     len(encoded), truncated)
+    rows, starts, truncated = [], [], 0
+    for e in encoded:
+        prefix = e.prefix[: max_seq_length - len(e.segment)]
+        truncated += len(prefix) < len(e.prefix)
+        rows.append(list(prefix) + list(e.segment))
+        starts.append(len(prefix) + e.completion_start)
+    tokens = _pad(rows)
+    mask = _mask([len(r) for r in rows], starts, tokens.shape[1])
+    return Batch(mx.array(tokens), mx.array(mask), None, sum(len(r) for r in rows), len(rows), truncated)
+
+
+def make_batch(encoder: Encoder, records: Records, shared: bool, max_seq_length: int) -> Batch | None:
+    return collate([encoder.encode(r) for r in records], shared, max_seq_length)

@@ -1,0 +1,48 @@
+"""Checkpoints that let `--resume` continue exactly: weights, optimizer, step, data position, RNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import atomic_dir
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class Position:
+    step: int = 0
+    batches_done: int = 0
+    tokens_seen: int = 0
+    examples_seen: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+
+
+def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, position: Position) -> Path:
+    target = folder / CHECKPOINT_DIR
+    with atomic_dir(target) as tmp:
+        mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        mx.save_safetensors(str(tmp / "rng.safetensors"), {"key": mx.random.state[0]})
+        (tmp / "position.json").write_text(json.dumps(asdict(position), indent=2))
+    return target
+
+
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> Position:
+    source = folder / CHECKPOINT_DIR
+    if not (source / "position.json").is_file():
+        raise MlxSqlError("no checkpoint to resume from (train without --resume first)", folder)
+    model.load_weights(list(mx.load(str(source / "adapters.safetensors")).items()), strict=False)
+    optimizer.init(model.trainable_parameters())
+    optimizer.state = tree_unflatten(list(mx.load(str(source / "optimizer.safetensors")).items()))
+    mx.random.state[0] = mx.load(str(source / "rng.safetensors"))["key"]
+    return Position(**json.loads((source / "position.json").read_text()))

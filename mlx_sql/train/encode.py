@@ -1,0 +1,57 @@
+"""Records → token ids, split where questions of one database stop sharing text.
+
+An example is `prefix` (chat header, instruction, schema) + `segment` (question,
+generation prompt, then the SQL and end of turn). Both training modes use exactly
+these ids, so the schema-shared and unshared losses are the same computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlx_sql.data.examples import QUESTION_HEADER, render_prompt_completion
+
+
+@dataclass(frozen=True)
+class Encoded:
+    prefix: tuple[int, ...]
+    segment: tuple[int, ...]
+    completion_start: int  # index in `segment` of the first token that carries loss
+
+    @property
+    def length(self) -> int:
+        return len(self.prefix) + len(self.segment)
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer.encode("a")[:1] == [bos]
+
+
+def prefix_key(record: dict[str, Any]) -> tuple[str, str]:
+    """Records with the same key have the same prefix text (same instruction and schema)."""
+    return record.get("db_id", ""), record["instruction"] + record["input"].split(QUESTION_HEADER)[0]
+
+
+class Encoder:
+    """Tokenizes records through the model's chat template; caches prefixes (they repeat)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+        self._prefix_cache: dict[str, tuple[int, ...]] = {}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def encode(self, record: dict[str, Any]) -> Encoded:
+        prompt, completion = render_prompt_completion(self.tokenizer, record)
+        cut = prompt.find(QUESTION_HEADER)
+        cut = cut if cut >= 0 else len(prompt)
+        prefix_text, question_text = prompt[:cut], prompt[cut:]
+        if prefix_text not in self._prefix_cache:
+            bos = self.bos if not prefix_text.startswith(self.tokenizer.bos_token or "\0") else []
+            self._prefix_cache[prefix_text] = tuple(bos + self._ids(prefix_text))
+        question = self._ids(question_text)
+        return Encoded(self._prefix_cache[prefix_text], tuple(question + self._ids(completion)), len(question))

@@ -1,0 +1,44 @@
+"""KV caches that let a batch of question segments attend to one shared schema prefix.
+
+Pass 1 runs the prefix (batch 1) through the model with `CollectCache`s, which keep
+each layer's keys and values. Pass 2 runs the segments (batch B) with `PrefixCache`s,
+which put the prefix keys/values in front of the segments' own, broadcast to B.
+Everything stays in one graph, so gradients from every segment flow back through
+the single prefix computation. Both classes are free of side effects across calls
+(recomputation under gradient checkpointing re-runs them).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+from mlx_lm.models.base import create_causal_mask
+
+
+class CollectCache:
+    offset = 0
+
+    def __init__(self) -> None:
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys, self.values = keys, values
+        return keys, values
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
+        return create_causal_mask(n, 0, window_size=window_size)
+
+
+class PrefixCache:
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.prefix_keys, self.prefix_values = keys, values
+        self.offset = keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        batch = keys.shape[0]
+        pk = mx.broadcast_to(self.prefix_keys, (batch, *self.prefix_keys.shape[1:]))
+        pv = mx.broadcast_to(self.prefix_values, (batch, *self.prefix_values.shape[1:]))
+        return mx.concatenate([pk, keys], axis=2), mx.concatenate([pv, values], axis=2)
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
+        return create_causal_mask(n, self.offset, window_size=window_size)

@@ -1,0 +1,215 @@
+"""The training loop: accumulate, clip, step, evaluate, checkpoint, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import write_text
+from mlx_sql.plots import loss_curve
+from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe
+from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, trainable_count
+from mlx_sql.train.batches import BatchPlan, Records, make_batch
+from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
+from mlx_sql.train.encode import Encoder
+from mlx_sql.train.losses import batch_loss
+
+
+@dataclass
+class StepReport:
+    step: int
+    total_steps: int
+    epoch: int
+    train_loss: float
+    lr: float
+    tokens_per_s: float
+    examples_per_s: float
+    peak_memory_gb: float
+    val_loss: float | None = None
+    truncated: int = 0
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    final_train_loss: float
+    final_val_loss: float | None
+    truncated: int
+    trainable_parameters: int
+    history: list[StepReport] = field(default_factory=list)
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    if cfg.iters:
+        return cfg.iters
+    return max(1, math.ceil((cfg.epochs or 1.0) * batches_per_epoch / cfg.grad_accumulation))
+
+
+def make_schedule(cfg: TrainConfig, steps: int) -> Callable | float:
+    main = optim.cosine_decay(cfg.lr, max(1, steps - cfg.warmup_steps)) if cfg.schedule == "cosine" else cfg.lr
+    if not cfg.warmup_steps:
+        return main
+    warmup = optim.linear_schedule(cfg.lr / max(1, cfg.warmup_steps), cfg.lr, cfg.warmup_steps)
+    main_fn = main if callable(main) else (lambda _step, lr=main: lr)
+    return optim.join_schedules([warmup, main_fn], [cfg.warmup_steps])
+
+
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    grad_checkpoint(model.layers[0])
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, tokenizer: Any, recipe: Recipe, base: str,
+                 on_report: Callable[[StepReport], None] | None = None):
+        self.model, self.recipe, self.cfg = model, recipe, recipe.train
+        self.out_dir = recipe.adapter_dir
+        self.encoder = Encoder(tokenizer)
+        self.shared = self.cfg.batching == "schema_shared"
+        self.on_report = on_report
+        data_dir = recipe.data_dir
+        self.train_path, self.valid_path = data_dir / "train.jsonl", data_dir / "valid.jsonl"
+        if not self.train_path.is_file():
+            raise MlxSqlError("no training data: run `mlx-sql data build` with this recipe first", self.train_path)
+        self.config = adapter_config(model, self.cfg, base)
+        mx.random.seed(self.cfg.seed)
+        apply_adapters(model, self.config)
+        if self.cfg.grad_checkpoint:
+            enable_grad_checkpointing(model)
+        self.plan = BatchPlan(self.train_path, self.cfg.batch_size, self.shared, self.cfg.seed)
+        self.steps = total_steps(self.cfg, self.plan.batches_per_epoch())
+        self.schedule = make_schedule(self.cfg, self.steps)
+        self.optimizer = optim.AdamW(learning_rate=self.schedule,
+                                     weight_decay=self.cfg.weight_decay)
+        self._loss_and_grad = nn.value_and_grad(model, batch_loss)
+
+    def _batches(self, position: Position) -> Iterator[tuple[int, Records]]:
+        stream = self.plan.forever()
+        for _ in range(position.batches_done):  # replay the data order without tokenizing
+            next(stream)
+        return stream
+
+    def validation_loss(self) -> float | None:
+        if not self.valid_path.is_file() or self.valid_path.stat().st_size == 0:
+            return None
+        plan = BatchPlan(self.valid_path, self.cfg.batch_size, self.shared, self.cfg.seed)
+        total, count = 0.0, 0.0
+        for i, records in enumerate(plan.epoch(0)):
+            if i >= self.cfg.eval_batches:
+                break
+            batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
+            if batch is None:
+                continue
+            loss, n = batch_loss(self.model, batch)
+            mx.eval(loss, n)
+            total, count = total + loss.item(), count + n.item()
+        return total / count if count else None
+
+    def _metrics_lines(self, upto: int) -> list[str]:
+        path = self.out_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= upto]
+
+    def _finish_outputs(self) -> None:
+        save_adapters(self.model, self.out_dir, self.config)
+        rows = [json.loads(line) for line in self._metrics_lines(10**12)]
+        if rows:
+            val = [r for r in rows if r.get("val_loss") is not None]
+            loss_curve(self.out_dir / "loss.png", [r["step"] for r in rows], [r["train_loss"] for r in rows],
+                       [r["step"] for r in val], [r["val_loss"] for r in val], title=self.recipe.name)
+
+    def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.out_dir / "recipe.toml", dump_recipe(self.recipe))
+        position = Position()
+        if resume:
+            position = load_checkpoint(self.out_dir, self.model, self.optimizer)
+        write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
+        stream = self._batches(position)
+        history: list[StepReport] = []
+        mx.reset_peak_memory()
+        last_train, last_val = float("nan"), None
+        try:
+            while position.step < self.steps:
+                if stop_after is not None and position.step >= stop_after:
+                    break
+                report = self._step(stream, position)
+                if report is None:
+                    break
+                last_train = report.train_loss
+                last_val = report.val_loss if report.val_loss is not None else last_val
+                history.append(report)
+                with open(self.out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(asdict(report)) + "\n")
+                if position.step % self.cfg.save_every == 0:
+                    save_checkpoint(self.out_dir, self.model, self.optimizer, position)
+                if self.on_report:
+                    self.on_report(report)
+        except KeyboardInterrupt:
+            save_checkpoint(self.out_dir, self.model, self.optimizer, position)
+            self._finish_outputs()
+            raise
+        save_checkpoint(self.out_dir, self.model, self.optimizer, position)
+        self._finish_outputs()
+        return TrainResult(self.out_dir, position.step, last_train, last_val, position.truncated,
+                           trainable_count(self.model), history)
+
+    def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
+        start = time.perf_counter()
+        grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
+        for _ in range(self.cfg.grad_accumulation):
+            try:
+                epoch, records = next(stream)
+            except StopIteration:
+                return None
+            position.batches_done += 1
+            batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
+            if batch is None:
+                continue
+            (loss, n), g = self._loss_and_grad(self.model, batch)
+            mx.eval(loss, n, g)
+            if n.item() == 0:  # every answer was cut away: nothing to learn from this batch
+                continue
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            loss_sum, tokens = loss_sum + loss.item(), tokens + n.item()
+            real, examples = real + batch.real_tokens, examples + batch.examples
+            position.truncated += batch.truncated
+        lr = float(self.schedule(mx.array(position.step))) if callable(self.schedule) else float(self.schedule)
+        if grads is not None:
+            grads = tree_map(lambda x: x / tokens, grads)
+            if self.cfg.grad_clip > 0:
+                grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
+            self.optimizer.update(self.model, grads)
+            mx.eval(self.model.trainable_parameters(), self.optimizer.state)
+        position.step += 1
+        position.tokens_seen += real
+        position.examples_seen += examples
+        seconds = time.perf_counter() - start
+        position.seconds += seconds
+        val = None
+        if position.step % self.cfg.eval_every == 0 or position.step == self.steps:
+            val = self.validation_loss()
+        return StepReport(position.step, self.steps, epoch, loss_sum / tokens if tokens else float("nan"), lr,
+                          real / seconds, examples / seconds, mx.get_peak_memory() / 1e9, val, position.truncated)
+
+
+def train(recipe: Recipe, resume: bool = False, on_report: Callable[[StepReport], None] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Load the recipe's model and train it; the library entry point the CLI calls."""
+    from mlx_sql.models.loading import load_model
+
+    model, tokenizer, base = load_model(recipe.model)
+    return Trainer(model, tokenizer, recipe, base, on_report).run(resume=resume, stop_after=stop_after)
