@@ -91,3 +91,18 @@ def test_hf_questions_from_a_local_dataset(tmp_path, recipe):
     datasets.Dataset.from_list([{"db_id": "a", "text": "b"}]).to_parquet(str(parquet_dir / "train.parquet"))
     with pytest.raises(MlxSqlError, match="expected columns db_id, question and query"):
         load_hf_questions(str(parquet_dir), "train")
+
+
+def test_schema_shared_recipes_get_one_schema_per_database_grouped(recipe):
+    from mlx_sql.data.examples import QUESTION_HEADER
+
+    report = build_dataset(recipe("data.valid_fraction=0"))  # batching defaults to schema_shared
+    records = read(report.out_dir / "train.jsonl")
+    order = [r["db_id"] for r in records]
+    runs = [db for i, db in enumerate(order) if i == 0 or order[i - 1] != db]
+    assert sorted(runs) == sorted(set(order))  # each database's questions are contiguous
+    for db in set(order):
+        assert len({r["input"].split(QUESTION_HEADER)[0] for r in records if r["db_id"] == db}) == 1
+    per_question = read(build_dataset(recipe("data.valid_fraction=0", "train.batching=unshared")).out_dir
+                        / "train.jsonl")
+    assert len({r["input"].split(QUESTION_HEADER)[0] for r in per_question if r["db_id"] == "airline"}) > 1

@@ -99,6 +99,37 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
     console.print(f"{path}: {stats.read} valid records" + (f", {stats.skipped} bad lines skipped" if stats.skipped else ""))
 
 
+@app.command()
+def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+          overrides: Optional[List[str]] = SetOption) -> None:
+    """Finetune the recipe's model (LoRA/DoRA/QLoRA/full) on its train.jsonl; Ctrl-C saves a checkpoint."""
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.train.trainer import train as run_training
+
+    cfg = load_recipe(recipe, overrides or [])
+    if not (cfg.data_dir / "train.jsonl").is_file():
+        console.print(f"no {cfg.data_dir / 'train.jsonl'} yet: building it first")
+        build_dataset(cfg, load_tokenizer(cfg.model))
+    with progress_bar("training") as (progress, task):
+        def report(r) -> None:
+            val = f" val {r.val_loss:.3f}" if r.val_loss is not None else ""
+            progress.update(task, total=r.total_steps, completed=r.step,
+                            description=f"training  loss {r.train_loss:.3f}{val}  {r.tokens_per_s:,.0f} tok/s  "
+                                        f"peak {r.peak_memory_gb:.2f} GB")
+        try:
+            result = run_training(cfg, resume=resume, on_report=report)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted: checkpoint saved; continue with --resume[/] ({cfg.adapter_dir})")
+            raise typer.Exit(130)
+    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+    console.print(f"trained {result.steps} steps ({result.trainable_parameters:,} trainable parameters): "
+                  f"train loss {result.final_train_loss:.4f}{val}; {result.truncated} examples had their schema cut")
+    console.print(f"adapter, metrics.jsonl and loss.png in {result.out_dir}")
+
+
 @app.command("import-gguf")
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),

@@ -1,4 +1,8 @@
-"""Checkpoints that let `--resume` continue exactly: weights, optimizer, step, data position, RNG."""
+"""Checkpoints that let `--resume` continue exactly: weights, optimizer, step and data position.
+
+No RNG state is stored: the trainer reseeds from (seed, step) before every step, so dropout
+after a resume draws exactly what the uninterrupted run drew.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, 
     with atomic_dir(target) as tmp:
         mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-        mx.save_safetensors(str(tmp / "rng.safetensors"), {"key": mx.random.state[0]})
         (tmp / "position.json").write_text(json.dumps(asdict(position), indent=2))
     return target
 
@@ -44,5 +47,4 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer) 
     model.load_weights(list(mx.load(str(source / "adapters.safetensors")).items()), strict=False)
     optimizer.init(model.trainable_parameters())
     optimizer.state = tree_unflatten(list(mx.load(str(source / "optimizer.safetensors")).items()))
-    mx.random.state[0] = mx.load(str(source / "rng.safetensors"))["key"]
     return Position(**json.loads((source / "position.json").read_text()))

@@ -169,6 +169,7 @@ class Trainer:
 
     def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
         start = time.perf_counter()
+        mx.random.seed(self.cfg.seed * 1_000_003 + position.step)  # dropout masks depend on (seed, step) only
         grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
         for _ in range(self.cfg.grad_accumulation):
             try:

@@ -1,0 +1,94 @@
+"""Schema-shared batches compute exactly what training each example alone computes."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+from mlx_lm import load
+
+from mlx_sql.data.benchmark import load_benchmark
+from mlx_sql.data.build import database_tables
+from mlx_sql.data.examples import make_record
+from mlx_sql.data.schema import render_schema
+from mlx_sql.recipe import DataConfig, TrainConfig
+from mlx_sql.train.adapters import adapter_config, apply_adapters
+from mlx_sql.train.batches import collate
+from mlx_sql.train.encode import Encoder
+from mlx_sql.train.losses import batch_loss, example_losses
+
+from conftest import MINISPIDER
+
+
+def library_records(n=4):
+    bench = load_benchmark(MINISPIDER)
+    questions = [q for q in bench.questions("train") if q.db_id == "library"][:n]
+    tables = database_tables(bench, questions, DataConfig(), "train")
+    schema = render_schema(bench.schema("library", "train").subset(tables["library"]))
+    return [make_record(q, schema, "Write SQL.") for q in questions]
+
+
+def lora_model(folder):
+    model, tok = load(str(folder))
+    model.set_dtype(mx.float32)
+    mx.random.seed(3)
+    apply_adapters(model, adapter_config(model, TrainConfig(rank=4, target_modules=["q_proj", "v_proj", "down_proj"]), "x"))
+    # give lora_b non-zero values so the adapters matter in the comparison
+    model.update(nn.utils.tree_map(lambda p: p + 0.01 * mx.random.normal(p.shape), model.trainable_parameters()))
+    return model, tok
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_shared_prefix_equals_unshared_losses_and_gradients(tiny_model, arch):
+    model, tok = lora_model(tiny_model(arch))
+    encoded = [Encoder(tok).encode(r) for r in library_records()]
+    assert len({e.prefix for e in encoded}) == 1 and len(encoded[0].prefix) > 100
+    shared = collate(encoded, shared=True, max_seq_length=4096)
+    unshared = collate(encoded, shared=False, max_seq_length=4096)
+    assert shared.real_tokens < unshared.real_tokens
+
+    s_sum, s_cnt = example_losses(model, shared)
+    u_sum, u_cnt = example_losses(model, unshared)
+    np.testing.assert_array_equal(np.array(s_cnt), np.array(u_cnt))
+    np.testing.assert_allclose(np.array(s_sum), np.array(u_sum), rtol=1e-4, atol=1e-4)
+
+    grad_fn = nn.value_and_grad(model, batch_loss)
+    (_, _), g_shared = grad_fn(model, shared)
+    (_, _), g_unshared = grad_fn(model, unshared)
+    flat_s, flat_u = dict(tree_flatten(g_shared)), dict(tree_flatten(g_unshared))
+    assert flat_s.keys() == flat_u.keys() and len(flat_s) > 0
+    for name in flat_s:
+        np.testing.assert_allclose(np.array(flat_s[name]), np.array(flat_u[name]), rtol=2e-3, atol=2e-5,
+                                   err_msg=name)
+
+
+def test_only_completion_tokens_carry_loss(tiny_model):
+    _, tok = load(str(tiny_model("llama")))
+    records = library_records(2)
+    encoder = Encoder(tok)
+    batch = collate([encoder.encode(r) for r in records], shared=False, max_seq_length=4096)
+    for row, record in enumerate(records):
+        e = encoder.encode(record)
+        mask = np.array(batch.mask[row])
+        start = len(e.prefix) + e.completion_start
+        assert mask[:start].sum() == 0
+        assert mask[start:e.length].all() and mask[e.length:].sum() == 0
+        completion_ids = np.array(batch.tokens[row])[start:e.length].tolist()
+        assert tok.decode(completion_ids) == record["output"] + "<|im_end|>\n"
+
+
+def test_truncation_cuts_the_schema_never_the_answer(tiny_model):
+    _, tok = load(str(tiny_model("llama")))
+    encoder = Encoder(tok)
+    encoded = [encoder.encode(r) for r in library_records(3)]
+    limit = max(len(e.segment) for e in encoded) + 20
+    for shared in (True, False):
+        batch = collate(encoded, shared=shared, max_seq_length=limit)
+        assert batch.truncated == 3
+        counts = np.array(batch.mask).sum(axis=1)
+        assert counts.tolist() == [len(e.segment) - e.completion_start for e in encoded]
+        longest = (batch.tokens.shape[1] + (batch.prefix.shape[1] if shared else 0))
+        assert longest <= limit
+    assert collate(encoded, shared=False, max_seq_length=10) is None  # answers longer than the limit: dropped
