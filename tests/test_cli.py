@@ -19,7 +19,7 @@ def mlx_sql(*args, env=None, cwd=ROOT):
 
 
 @pytest.mark.parametrize("command", [[], ["doctor"], ["data"], ["data", "build"], ["data", "check"],
-                                     ["recipe", "check"]])
+                                     ["recipe", "check"], ["train"], ["plan"], ["import-gguf"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output

@@ -102,6 +102,7 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
 @app.command()
 def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+          force: bool = typer.Option(False, "--force", help="Train even when the memory plan says it won't fit."),
           overrides: Optional[List[str]] = SetOption) -> None:
     """Finetune the recipe's model (LoRA/DoRA/QLoRA/full) on its train.jsonl; Ctrl-C saves a checkpoint."""
     from mlx_sql.data.build import build_dataset
@@ -113,6 +114,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     if not (cfg.data_dir / "train.jsonl").is_file():
         console.print(f"no {cfg.data_dir / 'train.jsonl'} yet: building it first")
         build_dataset(cfg, load_tokenizer(cfg.model))
+    if not force:
+        from mlx_sql.train.plan import check_fits
+
+        check_fits(cfg)
     with progress_bar("training") as (progress, task):
         def report(r) -> None:
             val = f" val {r.val_loss:.3f}" if r.val_loss is not None else ""
@@ -128,6 +133,29 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     console.print(f"trained {result.steps} steps ({result.trainable_parameters:,} trainable parameters): "
                   f"train loss {result.final_train_loss:.4f}{val}; {result.truncated} examples had their schema cut")
     console.print(f"adapter, metrics.jsonl and loss.png in {result.out_dir}")
+
+
+@app.command()
+def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+         overrides: Optional[List[str]] = SetOption) -> None:
+    """Predict the run's peak memory before loading anything, with a verdict and what would make it fit."""
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.train.plan import GB, make_plan
+
+    cfg = load_recipe(recipe, overrides or [])
+    estimate, verdicts, advice = make_plan(cfg)
+    table = Table(title=f"memory plan for {cfg.name}")
+    table.add_column("part")
+    table.add_column("GB", justify="right")
+    for name in ("weights", "trainable", "optimizer", "activations", "logits"):
+        table.add_row(name, f"{getattr(estimate, name) / GB:.3f}")
+    table.add_row("[bold]peak (predicted)", f"[bold]{estimate.total / GB:.3f}")
+    console.print(table)
+    colors = {"fits": "green", "tight": "yellow", "won't fit": "red"}
+    for v in verdicts:
+        console.print(f"{v.machine} ({v.memory / GB:.0f} GB): [{colors[v.status]}]{v.status}[/]")
+    for line in advice:
+        console.print(f"would fit this machine with: {line}")
 
 
 @app.command("import-gguf")

@@ -1,0 +1,228 @@
+"""`mlx-sql plan`: predict a run's peak memory from the model's config, before loading anything.
+
+Counted: weights at their dtype or quantization, trainable parameters with their
+gradients and AdamW's two moments (float32), the activations backward needs
+(per layer and token, attention scores per head, less with gradient checkpointing),
+and the logits with their softmax and gradient. Constants are calibrated against
+MLX's measured peak on the tiny test models (see tests/test_plan.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.models.sources import default_dtype, gguf_file
+from mlx_sql.recipe import Recipe
+
+GB = 1e9
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+QUANT_GROUP = 64
+MACS = {"8 GB Mac": 8 * GB, "16 GB Mac": 16 * GB}
+# Metal lets a process wire ~70-75% of unified memory; above that a run swaps or fails.
+USABLE_SHARE = 0.75
+# Fitted to MLX's measured peak on the tiny models (tests/test_plan.py holds them to ±25%).
+LINEAR_FACTOR = 1.0
+ATTENTION_FACTOR = 1.0  # attention probabilities, kept once for backward
+LOGIT_FACTOR = 6.0  # logits, log-softmax, cross-entropy and their gradients in float32
+TIGHT_SHARE = 0.6
+
+
+@dataclass
+class Shape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: dict[str, Any]) -> "Shape":
+        heads = c["num_attention_heads"]
+        return cls(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], heads,
+                   c.get("num_key_value_heads") or heads, c.get("head_dim") or c["hidden_size"] // heads,
+                   c["vocab_size"], bool(c.get("tie_word_embeddings", True)))
+
+    def projections(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each projection in one block."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+                "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+
+    def layer_params(self) -> int:
+        return sum(i * o for i, o in self.projections().values()) + 4 * self.hidden
+
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+
+@dataclass
+class Plan:
+    weights: float
+    trainable: float
+    optimizer: float
+    activations: float
+    logits: float
+    tokens_per_batch: int
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.trainable + self.optimizer + self.activations + self.logits
+
+
+@dataclass
+class Verdict:
+    machine: str
+    memory: float
+    status: str  # fits | tight | won't fit
+
+
+def model_config(recipe: Recipe) -> dict[str, Any]:
+    """config.json of the recipe's model, read without loading weights."""
+    gguf = gguf_file(recipe.model)
+    if gguf is not None:
+        from mlx_sql.models.gguf_import import build_config, open_gguf, read_metadata
+
+        reader = open_gguf(gguf)
+        return build_config(read_metadata(reader), {t.name for t in reader.tensors}, gguf)
+    path = Path(recipe.model.path)
+    if not path.exists():
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(recipe.model.path, "config.json")).parent
+        except Exception as exc:
+            raise MlxSqlError(f"cannot fetch config.json ({type(exc).__name__})", recipe.model.path) from None
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MlxSqlError(f"cannot read config.json: {exc}", path) from None
+
+
+def sequence_lengths(recipe: Recipe, encoder: Any = None) -> tuple[int, int]:
+    """(prefix, segment) token lengths of the batch that sets the peak: the data's longest, capped."""
+    cap = recipe.train.max_seq_length
+    train = recipe.data_dir / "train.jsonl"
+    if not train.is_file():
+        return (cap * 3 // 4, cap // 4) if recipe.train.batching == "schema_shared" else (0, cap)
+    from mlx_sql.data.examples import QUESTION_HEADER
+    from mlx_sql.data.jsonl import iter_jsonl
+
+    longest_prefix, longest_segment = 0, 0
+    for _, r in iter_jsonl(train, strict=False):
+        if encoder is not None:
+            e = encoder.encode(r)
+            p, s = len(e.prefix), len(e.segment)
+        else:  # no tokenizer at hand: ~3 characters a token, plus the chat template's own tokens
+            schema, _, question = r["input"].partition(QUESTION_HEADER)
+            p, s = (len(r["instruction"]) + len(schema)) // 3 + 16, (len(question) + len(r["output"])) // 3 + 16
+        longest_prefix, longest_segment = max(longest_prefix, p), max(longest_segment, s)
+    longest_prefix = min(longest_prefix, cap - min(longest_segment, cap))
+    if recipe.train.batching == "unshared":
+        return 0, min(cap, longest_prefix + longest_segment)
+    return longest_prefix, min(longest_segment, cap)
+
+
+def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int) -> Plan:
+    t, m = recipe.train, recipe.model
+    dtype_bytes = BYTES[default_dtype(m) if m.dtype == "auto" else m.dtype]
+    layer_w = shape.layer_params()
+    if m.quantize:
+        linear = sum(i * o for i, o in shape.projections().values())
+        per_layer = linear * m.quantize / 8 + 2 * linear / QUANT_GROUP * dtype_bytes + (layer_w - linear) * dtype_bytes
+    else:
+        per_layer = layer_w * dtype_bytes
+    weights = shape.layers * per_layer + shape.embedding_params() * dtype_bytes
+
+    layers = shape.layers if t.num_layers == -1 else min(t.num_layers, shape.layers)
+    if t.method == "full":
+        trainable_params = layers * layer_w
+    else:
+        proj = shape.projections()
+        per = sum(t.rank * (proj[k][0] + proj[k][1]) + (proj[k][1] if t.method == "dora" else 0)
+                  for k in t.target_modules if k in proj)
+        trainable_params = layers * per
+    trainable = trainable_params * 4 * 2  # weights (float32) + gradients
+    optimizer = trainable_params * 4 * 2  # AdamW first and second moments
+
+    batch = t.batch_size
+    rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
+    saved_per_token = 10 * shape.hidden + 3 * shape.heads * shape.head_dim + 2 * shape.kv_heads * shape.head_dim \
+        + 4 * shape.intermediate
+    per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * 4
+                        for b, n, keys in rows)
+    if t.grad_checkpoint:
+        activations = shape.layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + per_layer_act
+    else:
+        activations = shape.layers * per_layer_act
+    logit_tokens = batch * segment
+    logits = logit_tokens * shape.vocab * 4 * LOGIT_FACTOR  # logits, log-softmax, their gradients
+    return Plan(weights, trainable, optimizer, activations, logits, sum(b * n for b, n, _ in rows))
+
+
+def machine_memory() -> float:
+    """This machine's memory, or MLX_SQL_MEMORY_GB to plan for another (e.g. 8 for an 8 GB Mac)."""
+    import os
+
+    from mlx_sql.doctor import memory_bytes
+
+    override = os.environ.get("MLX_SQL_MEMORY_GB")
+    return float(override) * GB if override else float(memory_bytes()[0])
+
+
+def check_fits(recipe: Recipe) -> Plan:
+    """Raise a one-line error when the plan says the run won't fit this machine."""
+    plan, verdict, advice = make_plan(recipe)
+    if verdict[0].status == "won't fit":
+        hint = f"; try {' or '.join(advice)}" if advice else ""
+        raise MlxSqlError(f"memory plan: needs ~{plan.total / GB:.2f} GB, this machine has "
+                          f"{verdict[0].memory / GB:.2f} GB (won't fit){hint}; --force to run anyway",
+                          recipe.source)
+    return plan
+
+
+def verdicts(plan: Plan, this_machine: float) -> list[Verdict]:
+    out = []
+    for name, memory in [("this machine", this_machine), *MACS.items()]:
+        share = plan.total / memory
+        status = "fits" if share <= TIGHT_SHARE else "tight" if share <= USABLE_SHARE else "won't fit"
+        out.append(Verdict(name, memory, status))
+    return out
+
+
+def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
+    """The estimate, its verdicts, and which single changes bring it under this machine's limit."""
+    shape = Shape.from_config(model_config(recipe))
+    encoder = None
+    if recipe.model.path and Path(recipe.model.path).is_dir():  # a local tokenizer is cheap to load
+        from mlx_sql.models.tokenizer import load_tokenizer
+        from mlx_sql.train.encode import Encoder
+
+        encoder = Encoder(load_tokenizer(recipe.model))
+    prefix, segment = sequence_lengths(recipe, encoder)
+    plan = estimate(shape, recipe, prefix, segment)
+    memory = machine_memory()
+    advice = []
+    if plan.total > TIGHT_SHARE * memory:
+        t = recipe.train
+        options = [("train.batch_size=1", dict(train=dict(batch_size=1))),
+                   ("train.grad_checkpoint=true", dict(train=dict(grad_checkpoint=True))),
+                   (f"train.max_seq_length={t.max_seq_length // 2}", dict(train=dict(max_seq_length=t.max_seq_length // 2))),
+                   ("model.quantize=4", dict(model=dict(quantize=4))),
+                   ("train.rank=4", dict(train=dict(rank=4)))]
+        for text, change in options:
+            changed = dataclasses.replace(recipe, **{s: dataclasses.replace(getattr(recipe, s), **v)
+                                                     for s, v in change.items()})
+            p, s = (prefix, segment) if "max_seq_length" not in text else (min(prefix, t.max_seq_length // 4),
+                                                                             min(segment, t.max_seq_length // 2))
+            if estimate(shape, changed, p, s).total <= TIGHT_SHARE * memory:
+                advice.append(f"--set {text}")
+    return plan, verdicts(plan, memory), advice
