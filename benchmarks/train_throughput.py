@@ -1,0 +1,117 @@
+"""Training throughput: our trainer (schema-shared and unshared) vs `mlx_lm lora`, side by side.
+
+Same model (SmolLM2-135M-Instruct, imported from its PyPI GGUF, float32), same Spider training
+examples (../shared/spider or --spider), same batch size, LoRA rank/scale/targets, max sequence
+length, learning rate and number of steps. Each run is its own process, so peak memory is its own.
+Prints examples/s, real (non-pad) tokens/s, peak memory, the ratios against mlx-lm, and the mean
+training loss. Run through `make bench-train` (OpenBLAS preloaded) or the CLI environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def run(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, cwd=ROOT)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return out.stdout + out.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--examples", type=int, default=400)
+    parser.add_argument("--max-seq-length", type=int, default=1024)
+    args = parser.parse_args()
+
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.data.examples import chat_messages
+    from mlx_sql.models.sources import resolve_model_path
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.train.encode import Encoder
+
+    tmp = Path(tempfile.mkdtemp(prefix="mlx-sql-bench-"))
+    sets = [f'data.path="{args.spider}"', f'data.out_dir="{tmp / "data"}"', f"data.max_examples={args.examples}",
+            f"train.batch_size={args.batch_size}", f"train.iters={args.steps}", "train.rank=8", "train.alpha=16",
+            "train.lr=1e-4", "train.schedule=constant", "train.warmup_steps=0", "train.dropout=0.0",
+            f"train.max_seq_length={args.max_seq_length}", "train.eval_every=100000", "train.save_every=100000",
+            "train.grad_accumulation=1", "model.dtype=float32"]
+    recipe = load_recipe(ROOT / "recipes" / "smollm2-135m.toml", sets)
+    tokenizer = load_tokenizer(recipe.model)
+    build_dataset(recipe, tokenizer)  # schema_shared layout: one schema per database, grouped
+    model_dir = resolve_model_path(recipe.model)
+    records = [json.loads(l) for l in (tmp / "data" / "train.jsonl").read_text().splitlines()]
+    encoder = Encoder(tokenizer)
+    mean_tokens = sum(encoder.encode(r).length for r in records) / len(records)
+
+    results = {}
+    for mode in ("schema_shared", "unshared"):
+        out = tmp / mode
+        run([sys.executable, "-m", "mlx_sql", "train", str(ROOT / "recipes" / "smollm2-135m.toml"), "--force",
+             *[x for s in sets + [f"train.batching={mode}", f'train.adapter_dir="{out}"'] for x in ("--set", s)]])
+        rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up step
+        results[mode] = {
+            "examples_per_s": sum(r["examples_per_s"] for r in rows) / len(rows),
+            "real_tokens_per_s": sum(r["tokens_per_s"] for r in rows) / len(rows),
+            "peak_gb": max(r["peak_memory_gb"] for r in rows),
+            "mean_loss": sum(r["train_loss"] for r in rows) / len(rows),
+        }
+        # tokens an unshared run would process for the same examples, per second: comparable to mlx-lm
+        results[mode]["equivalent_tokens_per_s"] = results[mode]["examples_per_s"] * mean_tokens
+
+    lora_data = tmp / "mlx_lm_data"
+    lora_data.mkdir()
+    for name in ("train", "valid"):
+        rows = [json.loads(l) for l in (tmp / "data" / f"{name}.jsonl").read_text().splitlines()]
+        (lora_data / f"{name}.jsonl").write_text("".join(json.dumps({"messages": chat_messages(r)}) + "\n"
+                                                         for r in rows))
+    config = tmp / "lora.yaml"
+    keys = [f"self_attn.{t}" for t in TARGETS[:4]] + [f"mlp.{t}" for t in TARGETS[4:]]
+    config.write_text("lora_parameters:\n  rank: 8\n  scale: 2.0\n  dropout: 0.0\n  keys: [" +
+                      ", ".join(keys) + "]\n")
+    log = run([sys.executable, "-m", "mlx_lm", "lora", "--model", model_dir, "--train", "--data", str(lora_data),
+               "--iters", str(args.steps), "--batch-size", str(args.batch_size), "--num-layers", "-1",
+               "--mask-prompt", "--max-seq-length", str(args.max_seq_length), "--learning-rate", "1e-4",
+               "--steps-per-report", "1", "--steps-per-eval", "100000", "--val-batches", "1",
+               "--adapter-path", str(tmp / "mlx_lm_adapters"), "-c", str(config)])
+    reports = re.findall(r"Iter (\d+): Train loss ([\d.naN]+).*?It/sec ([\d.]+).*?Peak mem ([\d.]+) GB", log)
+    reports = [r for r in reports if int(r[0]) > 1]
+    its = sum(float(r[2]) for r in reports) / len(reports)
+    losses = [float(r[1]) for r in reports if r[1].lower() != "nan"]
+    results["mlx_lm_lora"] = {
+        "examples_per_s": its * args.batch_size,
+        "real_tokens_per_s": its * args.batch_size * mean_tokens,
+        "equivalent_tokens_per_s": its * args.batch_size * mean_tokens,
+        "peak_gb": max(float(r[3]) for r in reports),
+        "mean_loss": sum(losses) / len(losses) if losses else float("nan"),
+    }
+
+    base = results["mlx_lm_lora"]
+    print(f"SmolLM2-135M-Instruct f32, {args.examples} Spider training examples (mean {mean_tokens:.0f} tokens), "
+          f"batch {args.batch_size}, LoRA r=8 on all projections of all layers, {args.steps} steps "
+          f"(first step excluded), max_seq_length {args.max_seq_length}")
+    print(f"{'run':<16}{'examples/s':>12}{'real tok/s':>12}{'equiv tok/s':>13}{'peak GB':>9}{'mean loss':>11}"
+          f"{'ex/s ratio':>12}{'mem ratio':>11}")
+    for name, r in results.items():
+        print(f"{name:<16}{r['examples_per_s']:>12.3f}{r['real_tokens_per_s']:>12.0f}{r['equivalent_tokens_per_s']:>13.0f}"
+              f"{r['peak_gb']:>9.2f}{r['mean_loss']:>11.3f}{r['examples_per_s'] / base['examples_per_s']:>12.2f}"
+              f"{r['peak_gb'] / base['peak_gb']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
