@@ -29,3 +29,32 @@ def loss_curve(path: Path, steps: Sequence[int], train: Sequence[float],
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def accuracy_bars(path: Path, summaries: dict[str, dict[str, dict[str, float]]], metric: str = "execution_accuracy",
+                  title: str = "") -> Path:
+    """Grouped bars by hardness level, one bar per run (baseline, adapter, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    levels = ["easy", "medium", "hard", "extra", "all"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    width = 0.8 / max(1, len(summaries))
+    for i, (name, summary) in enumerate(summaries.items()):
+        values = [summary[level][metric] for level in levels]
+        bars = ax.bar(np.arange(len(levels)) + i * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(np.arange(len(levels)) + width * (len(summaries) - 1) / 2,
+                  [f"{lv}\n(n={next(iter(summaries.values()))[lv]['count']})" for lv in levels])
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -158,6 +158,46 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
         console.print(f"would fit this machine with: {line}")
 
 
+@app.command("eval")
+def eval_cmd(predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions file "
+                                                          "(one SQL a line, or JSONL with index and sql)."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Benchmark folder (Spider or BIRD layout)."),
+             split: str = typer.Option("dev", "--split", help="Which split the predictions answer."),
+             out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default results/<name>)."),
+             name: Optional[str] = typer.Option(None, "--name", help="Run name in reports."),
+             timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query."),
+             compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Two report folders: baseline "
+                                                          "then candidate (give --compare twice).")) -> None:
+    """Score predictions by exact match and execution accuracy per hardness, or compare two runs."""
+    from mlx_sql.eval.pipeline import evaluate_predictions
+    from mlx_sql.eval.report import compare_runs, markdown_table
+
+    if compare:
+        if len(compare) != 2:
+            raise MlxSqlError("--compare needs two report folders: --compare BASELINE --compare CANDIDATE")
+        result = compare_runs(compare[0], compare[1], out)
+        console.print(result.table, markup=False)
+        console.print(f"{len(result.gained)} questions flipped to correct, {len(result.lost)} to wrong")
+        return
+    if predictions is None or data is None:
+        raise MlxSqlError("eval: give --predictions FILE and --data DIR (or --compare A --compare B)")
+    run_name = name or predictions.stem
+    with progress_bar("scoring") as (progress, task):
+        state = {"n": 0, "ex": 0}
+
+        def advance(scored) -> None:
+            state["n"] += 1
+            state["ex"] += scored.execution_match
+            progress.update(task, advance=1, description=f"scoring  EX {100 * state['ex'] / state['n']:.1f}%")
+
+        report = evaluate_predictions(predictions, data, split, out or Path("results") / run_name, run_name,
+                                      timeout, advance, on_total=lambda n: progress.update(task, total=n))
+    console.print(markdown_table(report.summary), markup=False)
+    if report.skipped:
+        console.print(f"[yellow]skipped {report.skipped} questions whose database is missing[/]")
+    console.print(f"reports in {report.out_dir}")
+
+
 @app.command("import-gguf")
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),

@@ -1,0 +1,79 @@
+"""Memory plan vs measured peak, on the batch the plan calls the worst: the data's longest.
+
+For each recipe given (default: smollm2-135m on minispider, shared and unshared), predicts peak memory
+with `mlx-sql plan`'s model, then runs one real training step (forward, backward, AdamW update) on the
+longest batch in the recipe's train.jsonl and reads MLX's peak. Prints predicted / measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worst_batch(recipe, encoder):
+    from mlx_sql.train.encode import prefix_key
+
+    records = [json.loads(l) for l in (recipe.data_dir / "train.jsonl").read_text().splitlines()]
+    b = recipe.train.batch_size
+    if recipe.train.batching == "unshared":
+        return sorted(records, key=lambda r: encoder.encode(r).length)[-b:]
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(prefix_key(r), []).append(r)
+    group = max(groups.values(), key=lambda g: len(encoder.encode(g[0]).prefix))
+    return sorted(group, key=lambda r: len(encoder.encode(r).segment))[-b:]
+
+
+def measure(recipe_path: str, sets: list[str]) -> tuple[float, float]:
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.models.loading import load_model
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.train.adapters import adapter_config, apply_adapters
+    from mlx_sql.train.batches import make_batch
+    from mlx_sql.train.encode import Encoder
+    from mlx_sql.train.losses import batch_loss
+    from mlx_sql.train.plan import make_plan
+
+    recipe = load_recipe(recipe_path, sets)
+    model, tokenizer, base = load_model(recipe.model)
+    build_dataset(recipe, tokenizer)
+    predicted = make_plan(recipe)[0].total
+    apply_adapters(model, adapter_config(model, recipe.train, base))
+    if recipe.train.grad_checkpoint:
+        from mlx_sql.train.trainer import enable_grad_checkpointing
+
+        enable_grad_checkpointing(model)
+    encoder = Encoder(tokenizer)
+    batch = make_batch(encoder, worst_batch(recipe, encoder), recipe.train.batching == "schema_shared",
+                       recipe.train.max_seq_length)
+    optimizer = optim.AdamW(learning_rate=1e-4)
+    mx.reset_peak_memory()
+    (loss, n), grads = nn.value_and_grad(model, batch_loss)(model, batch)
+    optimizer.update(model, grads)
+    mx.eval(model.trainable_parameters(), optimizer.state, loss)
+    return predicted, mx.get_peak_memory()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "smollm2-135m.toml"))
+    parser.add_argument("--set", action="append", default=[], dest="sets")
+    parser.add_argument("--mode", choices=["schema_shared", "unshared"], default="schema_shared")
+    args = parser.parse_args()
+    sets = args.sets + [f"train.batching={args.mode}", 'data.out_dir="/tmp/mlx-sql-plan-bench"']
+    predicted, measured = measure(args.recipe, sets)
+    print(f"{Path(args.recipe).name} {' '.join(sets)}")
+    print(f"predicted {predicted / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB, ratio {predicted / measured:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The evaluation stage: execute, compare, classify, report."""

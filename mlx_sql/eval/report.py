@@ -1,0 +1,73 @@
+"""Evaluation reports: summary.json, summary.md, accuracy.png, per_example.jsonl; and run comparison."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.hardness import LEVELS
+from mlx_sql.eval.scoring import Scored, scored_to_json, summarize
+from mlx_sql.fileio import write_json, write_jsonl, write_text
+from mlx_sql.plots import accuracy_bars
+
+ROWS = (*LEVELS, "all")
+
+
+def markdown_table(summary: dict[str, dict[str, float]]) -> str:
+    lines = ["| hardness | count | EM % | EX % |", "|---|---:|---:|---:|"]
+    for level in ROWS:
+        s = summary[level]
+        lines.append(f"| {level} | {s['count']} | {s['exact_match']:.1f} | {s['execution_accuracy']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict | None = None) -> dict:
+    summary = summarize(scored)
+    unparsed = [s.index for s in scored if not s.parsed]
+    write_json(out_dir / "summary.json", {"name": name, **(meta or {}), "summary": summary,
+                                          "unparseable_predictions": unparsed})
+    write_text(out_dir / "summary.md", f"# {name}\n\n" + markdown_table(summary) +
+               f"\n{len(unparsed)} predictions did not parse (scored wrong).\n")
+    write_jsonl(out_dir / "per_example.jsonl", scored_to_json(scored))
+    accuracy_bars(out_dir / "accuracy.png", {name: summary}, title=f"{name}: execution accuracy by hardness")
+    return summary
+
+
+@dataclass
+class Comparison:
+    table: str
+    gained: list[dict]
+    lost: list[dict]
+
+
+def _load(run: Path) -> tuple[dict, list[dict]]:
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        rows = [json.loads(l) for l in (run / "per_example.jsonl").read_text().splitlines() if l]
+    except FileNotFoundError as exc:
+        raise MlxSqlError(f"not an evaluation folder ({Path(exc.filename).name} missing)", run) from None
+    return summary, rows
+
+
+def compare_runs(baseline: Path, candidate: Path, out: Path | None = None) -> Comparison:
+    (a, rows_a), (b, rows_b) = _load(baseline), _load(candidate)
+    lines = [f"| hardness | count | EM {a['name']} | EM {b['name']} | Δ EM | EX {a['name']} | EX {b['name']} | Δ EX |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for level in ROWS:
+        sa, sb = a["summary"][level], b["summary"][level]
+        lines.append(f"| {level} | {sb['count']} | {sa['exact_match']:.1f} | {sb['exact_match']:.1f} | "
+                     f"{sb['exact_match'] - sa['exact_match']:+.1f} | {sa['execution_accuracy']:.1f} | "
+                     f"{sb['execution_accuracy']:.1f} | {sb['execution_accuracy'] - sa['execution_accuracy']:+.1f} |")
+    by_index = {r["index"]: r for r in rows_a}
+    gained = [r for r in rows_b if r["execution_match"] and not by_index.get(r["index"], {}).get("execution_match")]
+    lost = [r for r in rows_b if not r["execution_match"] and by_index.get(r["index"], {}).get("execution_match")]
+    table = "\n".join(lines) + "\n"
+    if out is not None:
+        write_text(out / "comparison.md", table + f"\n{len(gained)} questions flipped to correct, "
+                                                  f"{len(lost)} to wrong.\n")
+        accuracy_bars(out / "comparison.png", {a["name"]: a["summary"], b["name"]: b["summary"]},
+                      title="execution accuracy by hardness")
+    return Comparison(table, gained, lost)
