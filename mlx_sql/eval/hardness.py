@@ -63,11 +63,11 @@ def _is_like(cond: exp.Expression) -> bool:
 def _nested_in(cond: exp.Expression) -> int:
     """Subqueries directly used as a value of this condition (Spider's val1/val2 being a query)."""
     count = 0
-    for sub in cond.find_all(exp.Select):
+    for sub in cond.find_all(exp.Select, exp.SetOperation):
         parent = sub.parent
-        while parent is not None and parent is not cond and not isinstance(parent, exp.Select):
+        while parent is not None and parent is not cond and not isinstance(parent, (exp.Select, exp.SetOperation)):
             parent = parent.parent
-        if parent is cond:
+        if parent is cond:  # outermost query inside the condition (a UNION in a subquery counts once)
             count += 1
     return count
 

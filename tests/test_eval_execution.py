@@ -1,0 +1,91 @@
+"""Predicted SQL is untrusted: it is scored, never obeyed, and never takes the evaluation down."""
+
+import hashlib
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from mlx_sql.eval.compare import results_match
+from mlx_sql.eval.execution import Executor, execute_here
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL);
+        INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'book', 12.0), (3, 'lamp', NULL);
+        CREATE TABLE big (x INTEGER);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) INSERT INTO big SELECT i FROM n;
+    """)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_select_runs(db):
+    assert execute_here(str(db), "SELECT name FROM item ORDER BY id", 5).rows == (("pen",), ("book",), ("lamp",))
+
+
+@pytest.mark.parametrize("sql", [
+    "DROP TABLE item",
+    "DELETE FROM item",
+    "INSERT INTO item VALUES (9, 'x', 1)",
+    "UPDATE item SET price = 0",
+    "CREATE TABLE t (a)",
+    "ATTACH DATABASE '/tmp/x.db' AS x",
+    "PRAGMA query_only = OFF",
+    "SELECT load_extension('/tmp/evil.so')",
+    "VACUUM",
+])
+def test_writes_and_escapes_are_refused_and_the_file_is_untouched(db, sql):
+    before = digest(db)
+    with Executor(timeout=5) as executor:
+        result = executor.run(db, sql)
+    assert not result.ok and result.rows is None
+    assert digest(db) == before
+    assert not (db.parent / "x.db").exists()
+
+
+def test_runaway_queries_stop_at_the_timeout(db):
+    before = digest(db)
+    with Executor(timeout=1.0) as executor:
+        for sql in ("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r",
+                    "SELECT count(*) FROM big a, big b, big c"):
+            start = time.monotonic()
+            result = executor.run(db, sql)
+            assert result.error == "timeout"
+            assert time.monotonic() - start < 5
+        assert executor.run(db, "SELECT count(*) FROM item").rows == ((3,),)  # the pool still works
+    assert digest(db) == before
+
+
+def test_errors_and_missing_databases_are_results(db, tmp_path):
+    assert "no such table" in execute_here(str(db), "SELECT * FROM nope", 5).error
+    assert "syntax error" in execute_here(str(db), "SELEC 1", 5).error
+    assert execute_here(str(tmp_path / "missing.sqlite"), "SELECT 1", 5).error.startswith("database:")
+    assert execute_here(str(db), "SELECT x FROM big", 5, max_rows=100).error == "more than 100 rows"
+
+
+@pytest.mark.parametrize("gold, pred, ordered, same", [
+    ([(1,), (2,)], [(2,), (1,)], False, True),                 # order ignored without ORDER BY
+    ([(1,), (2,)], [(2,), (1,)], True, False),                 # ...and enforced with it
+    ([(1,), (1,), (2,)], [(1,), (2,), (2,)], False, False),    # multisets: duplicates count
+    ([(1,), (1,)], [(1,)], False, False),
+    ([(1, "a"), (2, "b")], [("a", 1), ("b", 2)], False, True),  # a column permutation
+    ([(1, "a"), (2, "b")], [("b", 1), ("a", 2)], False, False),  # not one permutation for all rows
+    ([(None, 1)], [(None, 1)], False, True),                    # NULL equals NULL
+    ([(3,)], [(3.0,)], False, True),                            # 3 equals 3.0
+    ([(0.1 + 0.2,)], [(0.3,)], False, False),                   # floats compare exactly, like the test suite
+    ([], [], False, True),
+    ([(1, 2)], [(1,)], False, False),
+])
+def test_result_comparison_rules(gold, pred, ordered, same):
+    assert results_match(gold, pred, ordered) is same
