@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,24 @@ def run(cmd: list[str]) -> str:
     return out.stdout + out.stderr
 
 
+def mlx_lm_worker(argv: list[str]) -> None:
+    """Run `mlx_lm lora` with a callback that prints each report as JSON (its own output is a rich UI)."""
+    import mlx_lm.lora as lora
+    from mlx_lm.tuner.callbacks import TrainingCallback
+
+    class PrintReports(TrainingCallback):
+        def on_train_loss_report(self, info: dict) -> None:
+            print("REPORT " + json.dumps({k: float(v) for k, v in info.items()}), flush=True)
+
+    original = lora.run
+    lora.run = lambda args, training_callback=None: original(args, PrintReports())
+    sys.argv = ["mlx_lm.lora", *argv]
+    lora.main()
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--mlx-lm-worker":
+        return mlx_lm_worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
     parser.add_argument("--steps", type=int, default=12)
@@ -84,20 +100,20 @@ def main() -> None:
     keys = [f"self_attn.{t}" for t in TARGETS[:4]] + [f"mlp.{t}" for t in TARGETS[4:]]
     config.write_text("lora_parameters:\n  rank: 8\n  scale: 2.0\n  dropout: 0.0\n  keys: [" +
                       ", ".join(keys) + "]\n")
-    log = run([sys.executable, "-m", "mlx_lm", "lora", "--model", model_dir, "--train", "--data", str(lora_data),
+    log = run([sys.executable, __file__, "--mlx-lm-worker", "--model", model_dir, "--train", "--data", str(lora_data),
                "--iters", str(args.steps), "--batch-size", str(args.batch_size), "--num-layers", "-1",
                "--mask-prompt", "--max-seq-length", str(args.max_seq_length), "--learning-rate", "1e-4",
                "--steps-per-report", "1", "--steps-per-eval", "100000", "--val-batches", "1",
                "--adapter-path", str(tmp / "mlx_lm_adapters"), "-c", str(config)])
-    reports = re.findall(r"Iter (\d+): Train loss ([\d.naN]+).*?It/sec ([\d.]+).*?Peak mem ([\d.]+) GB", log)
-    reports = [r for r in reports if int(r[0]) > 1]
-    its = sum(float(r[2]) for r in reports) / len(reports)
-    losses = [float(r[1]) for r in reports if r[1].lower() != "nan"]
+    reports = [json.loads(line[len("REPORT "):]) for line in log.splitlines() if line.startswith("REPORT ")]
+    reports = [r for r in reports if r["iteration"] > 1]  # skip the warm-up step, as for ours
+    its = sum(r["iterations_per_second"] for r in reports) / len(reports)
+    losses = [r["train_loss"] for r in reports if r["train_loss"] == r["train_loss"]]
     results["mlx_lm_lora"] = {
         "examples_per_s": its * args.batch_size,
         "real_tokens_per_s": its * args.batch_size * mean_tokens,
         "equivalent_tokens_per_s": its * args.batch_size * mean_tokens,
-        "peak_gb": max(float(r[3]) for r in reports),
+        "peak_gb": max(r["peak_memory"] for r in reports),
         "mean_loss": sum(losses) / len(losses) if losses else float("nan"),
     }
 

@@ -159,18 +159,31 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
 
 
 @app.command("eval")
-def eval_cmd(predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions file "
+def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder: evaluates "
+                                                     "base+adapter with the recipe saved beside it."),
+             recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML: evaluates its base model "
+                                                    "(the baseline), or its adapter with --adapter."),
+             backend: Optional[str] = typer.Option(None, "--backend", help="mlx, ollama or llamacpp "
+                                                    "(default: the recipe's eval.backend)."),
+             model: Optional[str] = typer.Option(None, "--model", help="Ollama model name or GGUF file for "
+                                                  "the ollama / llamacpp backends."),
+             resume: bool = typer.Option(False, "--resume", help="Keep predictions.jsonl and answer only the rest."),
+             max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Only the first N questions."),
+             db: Optional[List[str]] = typer.Option(None, "--db", help="Only these databases (repeatable)."),
+             predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions file "
                                                           "(one SQL a line, or JSONL with index and sql)."),
-             data: Optional[Path] = typer.Option(None, "--data", help="Benchmark folder (Spider or BIRD layout)."),
-             split: str = typer.Option("dev", "--split", help="Which split the predictions answer."),
+             data: Optional[Path] = typer.Option(None, "--data", help="Benchmark folder for --predictions."),
+             split: str = typer.Option("dev", "--split", help="Which split --predictions answers."),
              out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default results/<name>)."),
              name: Optional[str] = typer.Option(None, "--name", help="Run name in reports."),
-             timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query."),
+             timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query (--predictions)."),
              compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Two report folders: baseline "
-                                                          "then candidate (give --compare twice).")) -> None:
-    """Score predictions by exact match and execution accuracy per hardness, or compare two runs."""
-    from mlx_sql.eval.pipeline import evaluate_predictions
+                                                          "then candidate (give --compare twice)."),
+             overrides: Optional[List[str]] = SetOption) -> None:
+    """Generate and score SQL (EM and EX by hardness), score a predictions file, or compare two runs."""
+    from mlx_sql.eval.pipeline import evaluate_model, evaluate_predictions
     from mlx_sql.eval.report import compare_runs, markdown_table
+    from mlx_sql.recipe import load_recipe
 
     if compare:
         if len(compare) != 2:
@@ -179,19 +192,31 @@ def eval_cmd(predictions: Optional[Path] = typer.Option(None, "--predictions", h
         console.print(result.table, markup=False)
         console.print(f"{len(result.gained)} questions flipped to correct, {len(result.lost)} to wrong")
         return
-    if predictions is None or data is None:
-        raise MlxSqlError("eval: give --predictions FILE and --data DIR (or --compare A --compare B)")
-    run_name = name or predictions.stem
-    with progress_bar("scoring") as (progress, task):
+    with progress_bar("evaluating") as (progress, task):
         state = {"n": 0, "ex": 0}
 
         def advance(scored) -> None:
             state["n"] += 1
             state["ex"] += scored.execution_match
-            progress.update(task, advance=1, description=f"scoring  EX {100 * state['ex'] / state['n']:.1f}%")
+            progress.update(task, advance=1, description=f"evaluating  EX {100 * state['ex'] / state['n']:.1f}%")
 
-        report = evaluate_predictions(predictions, data, split, out or Path("results") / run_name, run_name,
-                                      timeout, advance, on_total=lambda n: progress.update(task, total=n))
+        def total(n: int) -> None:
+            progress.update(task, total=n)
+
+        if predictions is not None:
+            if data is None:
+                raise MlxSqlError("eval --predictions needs --data DIR (the benchmark folder)")
+            run_name = name or predictions.stem
+            report = evaluate_predictions(predictions, data, split, out or Path("results") / run_name, run_name,
+                                          timeout, advance, total)
+        else:
+            recipe_path = recipe or (adapter / "recipe.toml" if adapter else None)
+            if recipe_path is None:
+                raise MlxSqlError("eval: give --adapter DIR, --recipe FILE, --predictions FILE or --compare A --compare B")
+            cfg = load_recipe(recipe_path, overrides or [])
+            run_name = name or (adapter.name if adapter else f"{cfg.name}-base")
+            report = evaluate_model(cfg, out or Path("results") / run_name, run_name, adapter,
+                                    backend or cfg.eval.backend, model, resume, max_examples, db or (), advance, total)
     console.print(markdown_table(report.summary), markup=False)
     if report.skipped:
         console.print(f"[yellow]skipped {report.skipped} questions whose database is missing[/]")

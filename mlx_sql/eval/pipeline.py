@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from mlx_sql.data.benchmark import load_benchmark
+from mlx_sql.data.benchmark import Question, load_benchmark
+from mlx_sql.data.examples import make_record
+from mlx_sql.data.pruning import approx_tokens, prune_for_inference
+from mlx_sql.data.schema import render_schema
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.recipe import Recipe
 from mlx_sql.eval.report import write_report
 from mlx_sql.eval.scoring import Scored, read_predictions, score
 
@@ -32,3 +38,105 @@ def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Pat
     summary = write_report(out_dir, name, scored, {"predictions": str(predictions), "data": str(data),
                                                    "split": split, "skipped_missing_database": len(questions) - len(kept)})
     return EvalReport(out_dir, summary, scored, len(questions) - len(kept))
+
+
+def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, split: str,
+                 count_tokens: Callable[[str], int]) -> list[dict]:
+    """Prompts for evaluation: the whole schema when it fits the budget (so a database's questions share
+    it), else the tables that best match each question, cut to the budget."""
+    cfg = recipe.data
+    records = []
+    for q in questions:
+        schema = bench.schema(q.db_id, split)
+        text = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+        if cfg.prune and count_tokens(text) > cfg.schema_token_budget:
+            pruned = prune_for_inference(schema, q.question, cfg.schema_token_budget, cfg.schema_format,
+                                         cfg.sample_rows, count_tokens)
+            text = render_schema(pruned, cfg.schema_format, cfg.sample_rows)
+        records.append({**make_record(q, text, cfg.instruction), "index": q.index})
+    return records
+
+
+def load_done(path: Path) -> dict[int, dict]:
+    """Predictions already written (for --resume); a torn last line from a crash is ignored."""
+    done: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                done[int(record["index"])] = record
+            except (json.JSONDecodeError, KeyError, ValueError):
+                continue
+    return done
+
+
+def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None = None) -> Any:
+    from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, OllamaBackend
+
+    e, o = recipe.eval, recipe.ollama
+    if backend == "ollama":
+        return OllamaBackend(model_name or recipe.export.ollama_name or recipe.name, o.base_url, o.timeout,
+                             o.context_window, e.max_tokens)
+    if backend == "llamacpp":
+        from mlx_sql.models.sources import gguf_file
+
+        gguf = Path(model_name) if model_name else gguf_file(recipe.model)
+        if gguf is None:
+            raise MlxSqlError("the llamacpp backend needs a GGUF file (--model FILE.gguf)")
+        return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window)
+    from mlx_lm.tuner.utils import load_adapters
+
+    from mlx_sql.models.loading import load_model
+
+    model, tokenizer, _ = load_model(recipe.model)
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").is_file():
+            raise MlxSqlError("not an adapter folder (no adapter_config.json)", adapter)
+        load_adapters(model, str(adapter))
+    model.eval()
+    return MLXBackend(model, tokenizer, e.max_tokens)
+
+
+def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | None = None, backend: str = "mlx",
+                   model_name: str | None = None, resume: bool = False, max_examples: int | None = None,
+                   db_filter: Sequence[str] = (), advance: Callable[[Scored], None] | None = None,
+                   on_total: Callable[[int], None] | None = None) -> EvalReport:
+    """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
+    from mlx_sql.eval.extract import extract_sql
+    from mlx_sql.eval.execution import Executor
+    from mlx_sql.eval.scoring import score_one
+
+    bench = load_benchmark(recipe.data.path, recipe.data.layout)
+    split = recipe.eval.split
+    questions = bench.questions(split)
+    usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)]
+    skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
+    usable = usable[: max_examples or recipe.eval.max_examples or len(usable)]
+    if on_total:
+        on_total(len(usable))
+    gen = make_backend(recipe, adapter, backend, model_name)
+    tokenizer = getattr(gen, "tokenizer", None)
+    count = (lambda t: len(tokenizer.encode(t, add_special_tokens=False))) if tokenizer else approx_tokens
+    records = eval_records(bench, usable, recipe, split, count)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pred_path = out_dir / "predictions.jsonl"
+    done = load_done(pred_path) if resume else {}
+    if not resume and pred_path.exists():
+        pred_path.unlink()
+    scored: list[Scored] = []
+    gold_cache: dict = {}
+    with Executor(timeout=recipe.eval.timeout) as executor, open(pred_path, "a", encoding="utf-8") as sink:
+        for q, record in zip(usable, records):
+            if q.index not in done:
+                raw = gen.generate(record)
+                done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
+                sink.write(json.dumps(done[q.index]) + "\n")
+                sink.flush()
+            result = score_one(q, done[q.index]["sql"], bench, split, executor, gold_cache)
+            scored.append(result)
+            if advance:
+                advance(result)
+    summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
+                                                   "backend": backend, "split": split,
+                                                   "skipped_missing_database": skipped})
+    return EvalReport(out_dir, summary, scored, skipped)

@@ -1,0 +1,135 @@
+"""Generation backends: MLX (schema prefix computed once per database), Ollama's HTTP API, llama.cpp.
+
+Each turns eval records (the same `{instruction, input}` as training, without the
+answer) into raw model text; `extract_sql` makes it a query.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Protocol, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_sql.data.examples import chat_messages
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.extract import statement_finished
+from mlx_sql.train.encode import Encoder
+from mlx_sql.train.prefix_cache import CollectCache
+
+
+class Backend(Protocol):
+    def generate(self, record: dict[str, Any]) -> str: ...
+
+
+class DecodeCache:
+    """A layer's keys/values: the shared prefix, then this question's own tokens (prefix never copied)."""
+
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.keys, self.values = keys, values
+        self.offset = keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.concatenate([self.keys, keys], axis=2)
+        self.values = mx.concatenate([self.values, values], axis=2)
+        self.offset = self.keys.shape[2]
+        return self.keys, self.values
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
+        from mlx_lm.models.base import create_causal_mask
+
+        return create_causal_mask(n, self.offset, window_size=window_size)
+
+
+class MLXBackend:
+    """Greedy decoding; the prefix (instruction + schema) of each database is run once and reused."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.encoder = Encoder(tokenizer)
+        self.eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+        self._prefix: tuple[tuple[int, ...], list[tuple[mx.array, mx.array]]] | None = None
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[mx.array, mx.array]]:
+        if self._prefix is None or self._prefix[0] != prefix:
+            collect = [CollectCache() for _ in self.model.layers]
+            self.model.model(mx.array([list(prefix)]), cache=collect)
+            kv = [(c.keys, c.values) for c in collect]
+            mx.eval(kv)
+            self._prefix = (prefix, kv)
+        return self._prefix[1]
+
+    def generate(self, record: dict[str, Any]) -> str:
+        e = self.encoder.encode({**record, "output": ""})
+        question = list(e.segment[: e.completion_start])
+        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(e.prefix)]
+        logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
+        out: list[int] = []
+        for _ in range(self.max_tokens):
+            token = int(mx.argmax(logits, axis=-1).item())
+            if token in self.eos:
+                break
+            out.append(token)
+            if len(out) % 8 == 0 and statement_finished(self.tokenizer.decode(out)):
+                break
+            logits = self.model(mx.array([[token]]), cache=cache)[:, -1, :]
+        return self.tokenizer.decode(out)
+
+
+class NaiveMLXBackend:
+    """mlx-lm's own `generate`, one question at a time, whole prompt each time (the benchmark's anchor).
+
+    Fed the same token ids as MLXBackend, so any difference in output comes from the prefix reuse.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.encoder = Encoder(tokenizer)
+
+    def generate(self, record: dict[str, Any]) -> str:
+        from mlx_lm import generate
+
+        e = self.encoder.encode({**record, "output": ""})
+        ids = list(e.prefix) + list(e.segment[: e.completion_start])
+        return generate(self.model, self.tokenizer, ids, max_tokens=self.max_tokens)
+
+
+class OllamaBackend:
+    """A running Ollama server's /api/chat (temperature 0)."""
+
+    def __init__(self, model: str, base_url: str = "http://localhost:11434", timeout: float = 120.0,
+                 context_window: int = 4096, max_tokens: int = 256):
+        self.model, self.url, self.timeout = model, base_url.rstrip("/") + "/api/chat", timeout
+        self.options = {"temperature": 0, "num_ctx": context_window, "num_predict": max_tokens}
+
+    def generate(self, record: dict[str, Any]) -> str:
+        body = json.dumps({"model": self.model, "messages": chat_messages(record, with_answer=False),
+                           "stream": False, "options": self.options}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())["message"]["content"]
+        except (urllib.error.URLError, TimeoutError, KeyError, json.JSONDecodeError) as exc:
+            raise MlxSqlError(f"Ollama request failed: {exc}", self.url) from None
+
+
+class LlamaCppBackend:
+    """A GGUF file through llama-cpp-python, using the chat template stored in the file."""
+
+    def __init__(self, gguf: str, max_tokens: int = 256, context_window: int = 4096):
+        from mlx_sql.models.verify import llama_cpp_model
+
+        self.llm = llama_cpp_model(gguf, n_ctx=context_window)
+        self.max_tokens = max_tokens
+
+    def generate(self, record: dict[str, Any]) -> str:
+        result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
+                                                 temperature=0.0, top_k=1, max_tokens=self.max_tokens)
+        return result["choices"][0]["message"]["content"] or ""
+
+
+def generate_all(backend: Backend, records: Sequence[dict[str, Any]]) -> list[str]:
+    return [backend.generate(r) for r in records]

