@@ -23,7 +23,8 @@ def gold_file(tmp_path, root, split="dev"):
 def test_gold_scores_100_on_the_mini_benchmark(tmp_path):
     path, questions = gold_file(tmp_path, MINISPIDER)
     report = evaluate_predictions(path, MINISPIDER, "dev", tmp_path / "out", "gold")
-    assert report.summary["all"] == {"count": len(questions), "exact_match": 100.0, "execution_accuracy": 100.0}
+    assert report.summary["all"] == {"count": len(questions), "exact_match": 100.0, "exact_set_match": 100.0,
+                                     "execution_accuracy": 100.0}
     levels = {level: report.summary[level]["count"] for level in ("easy", "medium", "hard", "extra")}
     assert all(levels.values()), levels  # the mini benchmark's dev set covers every hardness level
     for name in ("summary.json", "summary.md", "per_example.jsonl", "accuracy.png"):
@@ -37,7 +38,8 @@ def test_gold_scores_100_on_real_spider_dev(tmp_path, spider_dir):
     path.write_text((spider_dir / "dev_gold.sql").read_text())
     report = evaluate_predictions(path, spider_dir, "dev", tmp_path / "out", "gold")
     assert report.skipped == 62  # wta_1 is absent
-    assert report.summary["all"] == {"count": 972, "exact_match": 100.0, "execution_accuracy": 100.0}
+    assert report.summary["all"] == {"count": 972, "exact_match": 100.0, "exact_set_match": 100.0,
+                                     "execution_accuracy": 100.0}
 
 
 def test_wrong_broken_and_unparseable_predictions_are_scored_not_fatal(tmp_path):

@@ -17,10 +17,11 @@ ROWS = (*LEVELS, "all")
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    lines = ["| hardness | count | EM % | EX % |", "|---|---:|---:|---:|"]
+    lines = ["| hardness | count | EM % | EX % | Spider exact set match % |", "|---|---:|---:|---:|---:|"]
     for level in ROWS:
         s = summary[level]
-        lines.append(f"| {level} | {s['count']} | {s['exact_match']:.1f} | {s['execution_accuracy']:.1f} |")
+        lines.append(f"| {level} | {s['count']} | {s['exact_match']:.1f} | {s['execution_accuracy']:.1f} | "
+                     f"{s['exact_set_match']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence
 from mlx_sql.data.benchmark import Benchmark, Question
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.compare import results_match
+from mlx_sql.eval.exact_set import exact_set_match
 from mlx_sql.eval.execution import ExecResult, Executor
 from mlx_sql.eval.hardness import LEVELS, hardness
 from mlx_sql.eval.normalize import canonical, has_order_by, remove_distinct
@@ -26,6 +27,7 @@ class Scored:
     hardness: str
     exact_match: bool
     execution_match: bool
+    exact_set_match: bool
     parsed: bool
     error: str | None = None
 
@@ -39,6 +41,7 @@ def score_one(q: Question, prediction: str, bench: Benchmark, split: str, execut
               gold_cache: dict[int, ExecResult]) -> Scored:
     names = schema_names(bench, q.db_id, split)
     gold_canon, pred_canon = canonical(q.query, names), canonical(prediction, names)
+    set_match = exact_set_match(q.query, prediction, bench.schema(q.db_id, split))
     exact = gold_canon is not None and gold_canon == pred_canon
     db_path = bench.db_path(q.db_id, split)
     if q.index not in gold_cache:
@@ -48,7 +51,7 @@ def score_one(q: Question, prediction: str, bench: Benchmark, split: str, execut
     execution = gold.ok and pred.ok and results_match(gold.rows, pred.rows, has_order_by(q.query, names))
     error = pred.error or (None if gold.ok else f"gold failed: {gold.error}")
     return Scored(q.index, q.db_id, q.question, q.query, prediction, hardness(q.query), exact, execution,
-                  pred_canon is not None, error)
+                  set_match, pred_canon is not None, error)
 
 
 def score(questions: Sequence[Question], predictions: Sequence[str], bench: Benchmark, split: str,
@@ -66,7 +69,7 @@ def score(questions: Sequence[Question], predictions: Sequence[str], bench: Benc
 
 
 def summarize(scored: Iterable[Scored]) -> dict[str, dict[str, float]]:
-    """{level: {count, exact_match, execution_accuracy}} for each hardness level and 'all' (percentages)."""
+    """{level: {count, exact_match, exact_set_match, execution_accuracy}} for each hardness level and 'all' (percentages)."""
     groups: dict[str, list[Scored]] = defaultdict(list)
     for s in scored:
         groups[s.hardness].append(s)
@@ -77,6 +80,7 @@ def summarize(scored: Iterable[Scored]) -> dict[str, dict[str, float]]:
         n = len(items)
         out[level] = {"count": n,
                       "exact_match": 100 * sum(s.exact_match for s in items) / n if n else 0.0,
+                      "exact_set_match": 100 * sum(s.exact_set_match for s in items) / n if n else 0.0,
                       "execution_accuracy": 100 * sum(s.execution_match for s in items) / n if n else 0.0}
     return out
 
