@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup openblas test help
+.PHONY: setup openblas test bench help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
 	@echo "make test    run the test suite"
+	@echo "make bench   run the benchmarks (needs ../shared/spider; tens of minutes on a laptop CPU)"
 
 setup: openblas
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
@@ -30,3 +31,9 @@ openblas:
 
 test:
 	$(RUN)$(PY) -m pytest -q
+
+bench:
+	$(RUN)$(PY) benchmarks/gguf_import_check.py
+	$(RUN)$(PY) benchmarks/eval_throughput.py
+	$(RUN)$(PY) benchmarks/memory_plan.py
+	$(RUN)$(PY) benchmarks/train_throughput.py

@@ -37,8 +37,9 @@ def mlx_lm_worker(argv: list[str]) -> None:
         def on_train_loss_report(self, info: dict) -> None:
             print("REPORT " + json.dumps({k: float(v) for k, v in info.items()}), flush=True)
 
-    original = lora.run
-    lora.run = lambda args, training_callback=None: original(args, PrintReports())
+    original = lora.train_model  # `run` builds its own (empty) callback and passes it here
+    lora.train_model = lambda args, model, train, valid, _callback=None: original(args, model, train, valid,
+                                                                                  PrintReports())
     sys.argv = ["mlx_lm.lora", *argv]
     lora.main()
 

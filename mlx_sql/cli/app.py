@@ -22,6 +22,8 @@ data_app = typer.Typer(help="Build training data from a Spider/BIRD benchmark.",
 recipe_app = typer.Typer(help="Check and show recipes.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")
+export_app = typer.Typer(help="Write GGUF files for llama.cpp and Ollama.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 SetOption = typer.Option(None, "--set", help="Override a recipe value, e.g. --set train.lr=1e-4 (repeatable).")
 
@@ -221,6 +223,46 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
     if report.skipped:
         console.print(f"[yellow]skipped {report.skipped} questions whose database is missing[/]")
     console.print(f"reports in {report.out_dir}")
+
+
+@app.command()
+def fuse(adapter: Path = typer.Option(..., "--adapter", help="Trained adapter folder (adapters/<run>)."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Output model folder (default <adapter>/fused)."),
+         dequantize: bool = typer.Option(False, "--dequantize", help="Leave a quantized (QLoRA) base dequantized.")
+         ) -> None:
+    """Merge a LoRA/DoRA adapter into its base model: a standalone mlx-lm model folder."""
+    from mlx_sql.export.fuse import fuse_adapter
+
+    with console.status(f"fusing {adapter}"):
+        result = fuse_adapter(adapter, out, dequantize)
+    kind = "quantized" if result.quantized else "full-precision"
+    console.print(f"fused {result.fused_layers} adapted layers into a {kind} model at {result.out_dir}")
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(model: Path = typer.Option(..., "--model", help="MLX model folder (e.g. a fused adapter)."),
+                    dtype: str = typer.Option("q8_0", "--dtype", help="f16, q8_0 or q4_0."),
+                    out: Optional[Path] = typer.Option(None, "--out", help="GGUF file (default <model>/model-<dtype>.gguf)."),
+                    verify: bool = typer.Option(True, help="Load it in llama.cpp and compare with MLX.")) -> None:
+    """Write a GGUF (weights, tokenizer, chat template) and check it against MLX in llama.cpp."""
+    from mlx_sql.export.gguf_writer import export_gguf
+
+    target = out or model / f"model-{dtype}.gguf"
+    with console.status(f"writing {target}"):
+        result = export_gguf(model, target, dtype)
+    console.print(f"wrote {result.architecture} {result.dtype} GGUF ({result.n_tensors} tensors) to {result.path}")
+    if verify:
+        from mlx_lm import load
+
+        from mlx_sql.models.verify import logits_agreement
+
+        mlx_model, tokenizer = load(str(model))
+        ids = tokenizer.encode("### Schema ###\nCREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, age "
+                               "INTEGER);\n\n### Question ###\nHow many singers are older than 30?\nSELECT count(*) "
+                               "FROM singer WHERE age > 30")
+        agreement = logits_agreement(mlx_model, result.path, ids)
+        console.print(f"llama.cpp vs MLX: top-1 agreement {agreement.top1:.1%}, mean |Δlogit| "
+                      f"{agreement.mean_abs_logit_diff:.3f} over {agreement.positions} positions")
 
 
 @app.command("import-gguf")

@@ -87,7 +87,11 @@ def build_config(md: dict[str, Any], tensor_names: set[str], path: Path) -> dict
         config["head_dim"] = md[f"{arch}.attention.key_length"]
     if arch == "gemma3":
         head_dim = config.setdefault("head_dim", config["hidden_size"] // n_head)
-        config.update(sliding_window=get("attention.sliding_window", 512), sliding_window_pattern=6,
+        pattern = md.get("gemma3.attention.sliding_window_pattern")
+        if isinstance(pattern, list) and False in pattern:  # per-layer "is sliding" flags: global every Nth layer
+            pattern = pattern.index(False) + 1
+        config.update(sliding_window=get("attention.sliding_window", 512),
+                      sliding_window_pattern=pattern if isinstance(pattern, int) else 6,
                       query_pre_attn_scalar=head_dim, rope_local_base_freq=10000.0)
         factor = md.get("gemma3.rope.scaling.factor")
         config["rope_scaling"] = {"rope_type": "linear", "factor": float(factor)} if factor else None

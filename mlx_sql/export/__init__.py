@@ -1,0 +1,1 @@
+"""The shipping stage: fuse adapters, write GGUF, hand it to Ollama."""

@@ -1,0 +1,209 @@
+"""MLX model folder → GGUF that llama.cpp (and so Ollama) loads, with its tokenizer and chat template.
+
+Tensor names come from the shared table in `models/gguf_names.py`; the conversions
+llama.cpp's own converter applies are redone here (llama's q/k rotary row order,
+Gemma's `1 + w` norms, tied embeddings left out). Norms and biases stay float32,
+matrices are written as f16, q8_0 or q4_0 (q4_0 keeps the embedding and output at
+q8_0, as llama.cpp's quantizer keeps them at higher precision). The tokenizer is
+copied from the GGUF the model was imported from when there is one, else converted
+from `tokenizer.json` (byte-level BPE).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import atomic_path
+from mlx_sql.models.gguf_names import GEMMA_FAMILY, MODEL_TYPES, hf_to_gguf, is_gemma_norm, rotary_permute
+
+ARCH_OF = {v: k for k, v in MODEL_TYPES.items()}
+DTYPES = ("f16", "q8_0", "q4_0")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    architecture: str
+    dtype: str
+    n_tensors: int
+
+
+def _load_weights(model_dir: Path, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    import mlx.core as mx
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise MlxSqlError("no .safetensors weights", model_dir)
+    raw: dict[str, Any] = {}
+    for f in files:
+        raw.update(mx.load(str(f)))
+    quant = config.get("quantization") or {}
+    out = {}
+    for name, w in raw.items():
+        if name.endswith((".scales", ".biases")) and name.rsplit(".", 1)[0] + ".weight" in raw:
+            continue
+        prefix = name.rsplit(".", 1)[0]
+        if f"{prefix}.scales" in raw and name.endswith(".weight"):
+            w = mx.dequantize(w, raw[f"{prefix}.scales"], raw[f"{prefix}.biases"], quant.get("group_size", 64),
+                              quant.get("bits", 4))
+        out[name] = np.asarray(w.astype(mx.float32))
+    return out
+
+
+def _tensor_type(name: str, w: np.ndarray, dtype: str):
+    from gguf import GGMLQuantizationType as Q
+
+    if w.ndim == 1:
+        return Q.F32
+    if dtype == "f16" or w.shape[-1] % 32:
+        return Q.F16
+    if name in ("token_embd.weight", "output.weight"):
+        # the output projection decides the next token: llama.cpp would quantize its activations too
+        return Q.F16 if dtype == "q8_0" else Q.Q8_0
+    return Q.Q4_0 if dtype == "q4_0" else Q.Q8_0
+
+
+def _add_metadata(writer, arch: str, config: dict[str, Any], dtype: str) -> None:
+    from gguf import LlamaFileType
+
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    writer.add_name(config.get("_name", arch))
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config.get("max_position_embeddings", 4096))
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
+    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    writer.add_rope_dimension_count(int(head_dim * config.get("partial_rotary_factor", 1.0)))
+    if head_dim != config["hidden_size"] // heads or arch in GEMMA_FAMILY:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if arch == "gemma3":
+        writer.add_sliding_window(config.get("sliding_window", 512))
+        pattern = config.get("sliding_window_pattern", 6)
+        writer.add_sliding_window_pattern([i % pattern != pattern - 1 for i in range(config["num_hidden_layers"])])
+        scaling = config.get("rope_scaling") or {}
+        if scaling.get("factor"):
+            from gguf import RopeScalingType
+
+            writer.add_rope_scaling_type(RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(float(scaling["factor"]))
+    writer.add_file_type({"f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0,
+                          "q4_0": LlamaFileType.MOSTLY_Q4_0}[dtype])
+
+
+def _copy_tokenizer_from_gguf(writer, source: Path) -> None:
+    from gguf import GGUFReader, GGUFValueType
+
+    reader = GGUFReader(source)
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), vtype, sub)
+
+
+def _tokenizer_from_json(writer, model_dir: Path) -> None:
+    """Byte-level BPE from tokenizer.json, with special tokens marked as control tokens."""
+    data = json.loads((model_dir / "tokenizer.json").read_text())
+    model = data["model"]
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise MlxSqlError("only byte-level BPE tokenizers can be converted from tokenizer.json "
+                          "(models imported from GGUF keep their own)", model_dir / "tokenizer.json")
+    vocab = dict(model["vocab"])
+    for added in data.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    size = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(size)]
+    for token, idx in vocab.items():
+        tokens[idx] = token
+    special = {a["id"] for a in data.get("added_tokens", []) if a.get("special")}
+    types = [3 if i in special else 1 for i in range(size)]  # 3 = CONTROL, 1 = NORMAL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
+        if (model_dir / "tokenizer_config.json").is_file() else {}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")  # llama.cpp: the GPT-2 split regex
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for key, adder in (("bos_token", writer.add_bos_token_id), ("eos_token", writer.add_eos_token_id),
+                       ("pad_token", writer.add_pad_token_id)):
+        token = config.get(key)
+        token = token.get("content") if isinstance(token, dict) else token
+        if token in vocab:
+            adder(vocab[token])
+    writer.add_add_bos_token(False)
+    template = config.get("chat_template")
+    if not template and (model_dir / "chat_template.jinja").is_file():
+        template = (model_dir / "chat_template.jinja").read_text()
+    if template:
+        writer.add_chat_template(template)
+
+
+def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> ExportResult:
+    from gguf import GGMLQuantizationType as Q
+    from gguf import GGUFWriter
+    from gguf.quants import quantize
+
+    model_dir, out = Path(model_dir), Path(out)
+    if dtype not in DTYPES:
+        raise MlxSqlError(f"GGUF type {dtype!r} is not one of {', '.join(DTYPES)}")
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MlxSqlError(f"cannot read config.json: {exc}", model_dir) from None
+    arch = ARCH_OF.get(config.get("model_type"))
+    if arch == "phi3":
+        raise MlxSqlError("phi3 GGUF export is not supported yet: llama.cpp's phi3 expects a SentencePiece "
+                          "vocabulary, which the exporter does not write from tokenizer.json", model_dir)
+    if arch is None:
+        raise MlxSqlError(f"model_type {config.get('model_type')!r} has no GGUF export "
+                          f"(supported: {', '.join(MODEL_TYPES.values())})", model_dir)
+    weights = _load_weights(model_dir, config)
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    tied = "lm_head.weight" not in weights  # the weights decide: mlx-lm drops lm_head only when it is tied
+
+    with atomic_path(out) as tmp:
+        writer = GGUFWriter(str(tmp), arch)
+        _add_metadata(writer, arch, config, dtype)
+        source = model_dir / "gguf_source.json"
+        if source.is_file() and Path(json.loads(source.read_text())["gguf"]).is_file():
+            _copy_tokenizer_from_gguf(writer, Path(json.loads(source.read_text())["gguf"]))
+        else:
+            _tokenizer_from_json(writer, model_dir)
+        count = 0
+        for name, w in sorted(weights.items()):
+            if name == "lm_head.weight" and tied:
+                continue
+            gguf_name = hf_to_gguf(name, arch)
+            if gguf_name is None:
+                raise MlxSqlError(f"tensor {name}: no GGUF name for {arch}", model_dir)
+            if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+                w = rotary_permute(w, heads if "q_proj" in name else kv_heads)
+            if arch in GEMMA_FAMILY and is_gemma_norm(name):
+                w = w + 1.0
+            qtype = _tensor_type(gguf_name, w, dtype)
+            if qtype == Q.F32:
+                writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float32))
+            elif qtype == Q.F16:
+                writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float16))
+            else:
+                data = quantize(np.ascontiguousarray(w, dtype=np.float32), qtype)
+                writer.add_tensor(gguf_name, data, raw_dtype=qtype)
+            count += 1
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return ExportResult(out, arch, dtype, count)
