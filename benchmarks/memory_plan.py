@@ -48,9 +48,9 @@ def measure(recipe_path: str, sets: list[str]) -> tuple[float, float]:
     build_dataset(recipe, tokenizer)
     predicted = make_plan(recipe)[0].total
     apply_adapters(model, adapter_config(model, recipe.train, base))
-    if recipe.train.grad_checkpoint:
-        from mlx_sql.train.trainer import enable_grad_checkpointing
+    from mlx_sql.train.trainer import checkpointing_applies, enable_grad_checkpointing
 
+    if checkpointing_applies(recipe.train):
         enable_grad_checkpointing(model)
     encoder = Encoder(tokenizer)
     batch = make_batch(encoder, worst_batch(recipe, encoder), recipe.train.batching == "schema_shared",

@@ -24,6 +24,12 @@ def loss_curve(path: Path, steps: Sequence[int], train: Sequence[float],
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -53,8 +59,4 @@ def accuracy_bars(path: Path, summaries: dict[str, dict[str, dict[str, float]]],
     ax.set_ylim(0, 105)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -57,3 +57,26 @@ def write_recipe(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_model):
+    """Factory: a recipe for a tiny model on the mini benchmark, paths in tmp_path, data built.
+
+    tiny_recipe("llama", "train.iters=3", examples=20, name="run") -> Recipe
+    """
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+
+    def make(arch: str, *overrides: str, examples: int = 20, name: str = "run"):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'name = "{name}"\n[model]\npath = "{tiny_model(arch)}"\n'
+                        f'[data]\npath = "{MINISPIDER}"\nout_dir = "{tmp_path / "data"}"\n'
+                        f'max_examples = {examples}\nvalid_fraction = 0.1\n'
+                        f'[train]\nadapter_dir = "{tmp_path / name}"\nbatch_size = 4\nseed = 7\n')
+        recipe = load_recipe(path, list(overrides))
+        build_dataset(recipe, load_tokenizer(recipe.model))
+        return recipe
+
+    return make

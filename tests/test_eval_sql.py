@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mlx_sql.eval.hardness import hardness
+from mlx_sql.eval.hardness import hardness, level
 from mlx_sql.eval.normalize import canonical, fix_double_quoted_strings, has_order_by, remove_distinct
 
 NAMES = ["singer", "concert", "singer_in_concert", "name", "country", "age", "singer_id", "concert_id", "year"]
@@ -97,14 +97,7 @@ def _official_hardness(sql):
         aggs += count_agg([u[1] for u in sql["orderBy"][1] if u[1]] + [u[2] for u in sql["orderBy"][1] if u[2]])
     aggs += count_agg(sql["having"])
     others = (aggs > 1) + (len(sql["select"][1]) > 1) + (len(s_where) > 1) + (len(sql["groupBy"]) > 1)
-    if c1 <= 1 and others == 0 and c2 == 0:
-        return "easy"
-    if (others <= 2 and c1 <= 1 and c2 == 0) or (c1 <= 2 and others < 2 and c2 == 0):
-        return "medium"
-    if (others > 2 and c1 <= 2 and c2 == 0) or (2 < c1 <= 3 and others <= 2 and c2 == 0) or \
-            (c1 <= 1 and others == 0 and c2 <= 1):
-        return "hard"
-    return "extra"
+    return level(c1, c2, others)  # the thresholds are shared; the counts above come from Spider's own parse
 
 
 @pytest.mark.spider

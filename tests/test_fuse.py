@@ -7,27 +7,19 @@ import pytest
 from mlx_lm import load
 from mlx_lm.tuner.utils import load_adapters
 
-from mlx_sql.data.build import build_dataset
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.export.fuse import fuse_adapter
 from mlx_sql.models.loading import load_model
-from mlx_sql.models.tokenizer import load_tokenizer
-from mlx_sql.recipe import load_recipe
 from mlx_sql.train.trainer import train
 
-from conftest import MINISPIDER
 
 
 @pytest.fixture
-def trained(tmp_path, tiny_model):
+def trained(tiny_recipe):
     def make(arch, *overrides):
-        path = tmp_path / "r.toml"
-        path.write_text(f'name = "f"\n[model]\npath = "{tiny_model(arch)}"\n[data]\npath = "{MINISPIDER}"\n'
-                        f'out_dir = "{tmp_path / "data"}"\nmax_examples = 12\n[train]\n'
-                        f'adapter_dir = "{tmp_path / "ad"}"\niters = 3\nlr = 1e-2\n'
-                        f'target_modules = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]\n')
-        recipe = load_recipe(path, list(overrides))
-        build_dataset(recipe, load_tokenizer(recipe.model))
+        recipe = tiny_recipe(arch, "train.iters=3", "train.lr=1e-2", "data.max_examples=12",
+                             'train.target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]',
+                             *overrides)
         train(recipe)
         return recipe
     return make

@@ -92,3 +92,22 @@ def test_truncation_cuts_the_schema_never_the_answer(tiny_model):
         longest = (batch.tokens.shape[1] + (batch.prefix.shape[1] if shared else 0))
         assert longest <= limit
     assert collate(encoded, shared=False, max_seq_length=10) is None  # answers longer than the limit: dropped
+
+
+def test_gradient_checkpointing_keeps_unshared_gradients_and_other_models_alone(tiny_model):
+    from mlx_sql.recipe import TrainConfig
+    from mlx_sql.train.trainer import checkpointing_applies, enable_grad_checkpointing
+
+    model, tok = lora_model(tiny_model("gemma3_text"))
+    batch = collate([Encoder(tok).encode(r) for r in library_records()], shared=False, max_seq_length=4096)
+    grad_fn = nn.value_and_grad(model, batch_loss)
+    (_, _), plain = grad_fn(model, batch)
+    enable_grad_checkpointing(model)
+    (_, _), checkpointed = grad_fn(model, batch)
+    for (name, a), (_, b) in zip(tree_flatten(plain), tree_flatten(checkpointed)):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6, err_msg=name)
+    other, _ = lora_model(tiny_model("gemma3_text"))
+    assert all(getattr(layer, "_mlx_sql_checkpoint", False) for layer in model.layers)
+    assert not any(getattr(layer, "_mlx_sql_checkpoint", False) for layer in other.layers)
+    assert checkpointing_applies(TrainConfig(grad_checkpoint=True, batching="unshared"))
+    assert not checkpointing_applies(TrainConfig(grad_checkpoint=True, batching="schema_shared"))

@@ -9,29 +9,18 @@ import numpy as np
 import pytest
 from mlx_lm import load
 
-from mlx_sql.data.build import build_dataset
-from mlx_sql.models.tokenizer import load_tokenizer
 from mlx_sql.recipe import load_recipe
 from mlx_sql.train.batches import BatchPlan
 from mlx_sql.train.trainer import train
 
-from conftest import MINISPIDER
 
 ALL = '["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]'
 
 
 @pytest.fixture
-def recipe_for(tmp_path, tiny_model):
+def recipe_for(tiny_recipe):
     def make(arch, *overrides, examples=20, name="run"):
-        path = tmp_path / f"{name}.toml"
-        path.write_text(f'name = "{name}"\n[model]\npath = "{tiny_model(arch)}"\n'
-                        f'[data]\npath = "{MINISPIDER}"\nout_dir = "{tmp_path / "data"}"\n'
-                        f'max_examples = {examples}\nvalid_fraction = 0.1\n'
-                        f'[train]\nadapter_dir = "{tmp_path / name}"\nbatch_size = 4\nseed = 7\n'
-                        f'target_modules = {ALL}\n')
-        recipe = load_recipe(path, list(overrides))
-        build_dataset(recipe, load_tokenizer(recipe.model))
-        return recipe
+        return tiny_recipe(arch, f"train.target_modules={ALL}", *overrides, examples=examples, name=name)
     return make
 
 

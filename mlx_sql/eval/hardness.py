@@ -111,7 +111,11 @@ def hardness(sql: str) -> str:
     parts = _split_set_operation(tree) if tree is not None else None
     if parts is None:
         return "extra"
-    c1, c2, others = _components(parts.select, parts.right)
+    return level(*_components(parts.select, parts.right))
+
+
+def level(c1: int, c2: int, others: int) -> str:
+    """Spider's thresholds on (component1, component2, others) counts."""
     if c1 <= 1 and others == 0 and c2 == 0:
         return "easy"
     if (others <= 2 and c1 <= 1 and c2 == 0) or (c1 <= 2 and others < 2 and c2 == 0):

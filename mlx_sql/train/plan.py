@@ -159,8 +159,10 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int) -> Plan:
         + 4 * shape.intermediate
     per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * 4
                         for b, n, keys in rows)
-    if t.grad_checkpoint:
-        activations = shape.layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + per_layer_act
+    if t.grad_checkpoint and t.batching == "unshared":  # see trainer.checkpointing_applies
+        # block inputs kept for every layer; in backward one block is recomputed while the
+        # next one's gradients are live, so about two blocks' activations exist at once
+        activations = shape.layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + 2 * per_layer_act
     else:
         activations = shape.layers * per_layer_act
     logit_tokens = batch * segment

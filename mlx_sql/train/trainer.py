@@ -66,9 +66,39 @@ def make_schedule(cfg: TrainConfig, steps: int) -> Callable | float:
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
-    from mlx_lm.tuner.trainer import grad_checkpoint
+    """Recompute each block's activations in backward, for this model's blocks only.
 
-    grad_checkpoint(model.layers[0])
+    The block class gets a wrapper once; it checkpoints only instances flagged here, so other
+    models in the process (an evaluation model, another test) keep the plain forward.
+    """
+    cls = type(model.layers[0])
+    if not getattr(cls, "_mlx_sql_checkpointable", False):
+        original = cls.__call__
+
+        def call(self, *args, **kwargs):
+            if not getattr(self, "_mlx_sql_checkpoint", False):
+                return original(self, *args, **kwargs)
+
+            def inner(params, *inner_args, **inner_kwargs):
+                self.update(params)
+                return original(self, *inner_args, **inner_kwargs)
+
+            return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+
+        cls.__call__ = call
+        cls._mlx_sql_checkpointable = True
+    for layer in model.layers:
+        layer._mlx_sql_checkpoint = True
+
+
+def checkpointing_applies(cfg: TrainConfig) -> bool:
+    """Gradient checkpointing is used only for unshared batches.
+
+    A checkpointed block returns only its output, so the schema prefix's keys and values would
+    reach the question segments as constants and the prefix would get no gradient from them.
+    Schema-shared batches already need far less memory (the prefix is held once).
+    """
+    return cfg.grad_checkpoint and cfg.batching == "unshared"
 
 
 class Trainer:
@@ -86,7 +116,7 @@ class Trainer:
         self.config = adapter_config(model, self.cfg, base)
         mx.random.seed(self.cfg.seed)
         apply_adapters(model, self.config)
-        if self.cfg.grad_checkpoint:
+        if checkpointing_applies(self.cfg):
             enable_grad_checkpointing(model)
         self.plan = BatchPlan(self.train_path, self.cfg.batch_size, self.shared, self.cfg.seed)
         self.steps = total_steps(self.cfg, self.plan.batches_per_epoch())
