@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup openblas test bench help
+.PHONY: setup openblas test bench fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
 	@echo "make test    run the test suite"
+	@echo "make fuse-and-export [ADAPTER=adapters/<run>] [GGUF_TYPE=q8_0] [NAME=...]"
+	@echo "             fuse the adapter, write and check the GGUF, write the Modelfile, ollama create"
 	@echo "make bench   run the benchmarks (needs ../shared/spider; tens of minutes on a laptop CPU)"
 
 setup: openblas
@@ -37,3 +39,13 @@ bench:
 	$(RUN)$(PY) benchmarks/eval_throughput.py
 	$(RUN)$(PY) benchmarks/memory_plan.py
 	$(RUN)$(PY) benchmarks/train_throughput.py
+
+ADAPTER ?= $(patsubst %/,%,$(firstword $(shell ls -td adapters/*/ 2>/dev/null)))
+GGUF_TYPE ?= q8_0
+
+fuse-and-export:
+	@test -n "$(ADAPTER)" || { echo "no adapter under adapters/: train one first (mlx-sql train RECIPE)"; exit 1; }
+	$(RUN)$(PY) -m mlx_sql fuse --adapter $(ADAPTER)
+	$(RUN)$(PY) -m mlx_sql export gguf --model $(ADAPTER)/fused --dtype $(GGUF_TYPE)
+	$(RUN)$(PY) -m mlx_sql export ollama --gguf $(ADAPTER)/fused/model-$(GGUF_TYPE).gguf $(if $(NAME),--name $(NAME),)
+	@echo "adapter: $(ADAPTER)  fused model: $(ADAPTER)/fused  GGUF: $(ADAPTER)/fused/model-$(GGUF_TYPE).gguf  Modelfile: $(ADAPTER)/fused/Modelfile"

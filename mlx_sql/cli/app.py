@@ -265,6 +265,31 @@ def export_gguf_cmd(model: Path = typer.Option(..., "--model", help="MLX model f
                       f"{agreement.mean_abs_logit_diff:.3f} over {agreement.positions} positions")
 
 
+@export_app.command("ollama")
+def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF file (written by export gguf)."),
+                      name: Optional[str] = typer.Option(None, "--name", help="Ollama model name."),
+                      tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model folder with the "
+                                                               "tokenizer (default: the GGUF's folder)."),
+                      num_ctx: int = typer.Option(4096, "--num-ctx", help="Context window for Ollama."),
+                      create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH.")) -> None:
+    """Write a Modelfile next to the GGUF (template, stop tokens, temperature 0) and create the Ollama model."""
+    from mlx_lm.utils import load_tokenizer
+
+    from mlx_sql.export.ollama import write_modelfile
+    from mlx_sql.recipe import DataConfig
+
+    if not gguf.is_file():
+        raise MlxSqlError("GGUF file not found", gguf)
+    folder = tokenizer or gguf.parent
+    model_name = name or (gguf.parent.parent.name if gguf.parent.name == "fused" else gguf.stem)
+    result = write_modelfile(gguf, load_tokenizer(folder), model_name, num_ctx, DataConfig().instruction, create)
+    console.print(f"wrote {result.path} ({result.family} template)")
+    if result.created:
+        console.print(f"created Ollama model {model_name}: try `ollama run {model_name}`")
+    else:
+        console.print(f"ollama is not on PATH; to create the model run: {result.command}")
+
+
 @app.command("import-gguf")
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),
