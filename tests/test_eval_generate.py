@@ -126,3 +126,16 @@ def test_llamacpp_backend_on_the_real_smollm2(recipe, tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "l" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["raw"] for r in rows)
     assert report.summary["all"]["count"] == 3
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_batched_decoding_with_a_shared_prefix_matches_one_at_a_time(recipe, tiny_model, arch):
+    model, tok = load(str(tiny_model(arch)))
+    bench = load_benchmark(MINISPIDER)
+    questions = [q for q in bench.questions("dev") if q.db_id == "clinic"][:5]
+    records = eval_records(bench, questions, recipe, "dev", approx_tokens)
+    backend = MLXBackend(model, tok, 24)
+    batched = backend.generate_batch(records, batch_size=4)
+    one_by_one = [NaiveMLXBackend(model, tok, 24).generate(r) for r in records]
+    assert len(batched) == 5
+    assert [extract_sql(t) for t in batched] == [extract_sql(t) for t in one_by_one]

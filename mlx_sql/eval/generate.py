@@ -79,6 +79,34 @@ class MLXBackend:
         return self.tokenizer.decode(out)
 
 
+    def generate_batch(self, records: Sequence[dict[str, Any]], batch_size: int = 8) -> list[str]:
+        """Batched greedy decoding; each run of records sharing a prefix reuses one prefix KV cache.
+
+        Rows that finish early (end of turn) stop; the others run to max_tokens, and
+        `extract_sql` keeps the first statement.
+        """
+        from mlx_lm.generate import batch_generate
+        from mlx_lm.models.cache import make_prompt_cache
+
+        encoded = [self.encoder.encode({**r, "output": ""}) for r in records]
+        out: list[str] = []
+        start = 0
+        while start < len(encoded):
+            end = start + 1
+            while end < len(encoded) and end - start < batch_size and encoded[end].prefix == encoded[start].prefix:
+                end += 1
+            group = encoded[start:end]
+            cache = make_prompt_cache(self.model)
+            self.model(mx.array([list(group[0].prefix)]), cache=cache)
+            mx.eval([c.state for c in cache])
+            prompts = [list(e.segment[: e.completion_start]) for e in group]
+            response = batch_generate(self.model, self.tokenizer, prompts, prompt_caches=[cache] * len(group),
+                                      max_tokens=self.max_tokens)
+            out.extend(response.texts)
+            start = end
+        return out
+
+
 class NaiveMLXBackend:
     """mlx-lm's own `generate`, one question at a time, whole prompt each time (the benchmark's anchor).
 

@@ -125,17 +125,23 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
         pred_path.unlink()
     scored: list[Scored] = []
     gold_cache: dict = {}
+    batch_size = recipe.eval.batch_size if hasattr(gen, "generate_batch") else 1
     with Executor(timeout=recipe.eval.timeout) as executor, open(pred_path, "a", encoding="utf-8") as sink:
-        for q, record in zip(usable, records):
-            if q.index not in done:
-                raw = gen.generate(record)
-                done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
-                sink.write(json.dumps(done[q.index]) + "\n")
+        for start in range(0, len(usable), batch_size):
+            chunk = list(zip(usable[start:start + batch_size], records[start:start + batch_size]))
+            todo = [(q, r) for q, r in chunk if q.index not in done]
+            if todo:
+                raws = gen.generate_batch([r for _, r in todo], batch_size) if batch_size > 1 \
+                    else [gen.generate(r) for _, r in todo]
+                for (q, _), raw in zip(todo, raws):
+                    done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
+                    sink.write(json.dumps(done[q.index]) + "\n")
                 sink.flush()
-            result = score_one(q, done[q.index]["sql"], bench, split, executor, gold_cache)
-            scored.append(result)
-            if advance:
-                advance(result)
+            for q, _ in chunk:
+                result = score_one(q, done[q.index]["sql"], bench, split, executor, gold_cache)
+                scored.append(result)
+                if advance:
+                    advance(result)
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
                                                    "backend": backend, "split": split,
                                                    "skipped_missing_database": skipped})
