@@ -18,30 +18,11 @@ from mlx_sql.data.examples import chat_messages
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.extract import statement_finished
 from mlx_sql.train.encode import Encoder
-from mlx_sql.train.prefix_cache import CollectCache
+from mlx_sql.train.prefix_cache import CollectCache, DecodeCache
 
 
 class Backend(Protocol):
     def generate(self, record: dict[str, Any]) -> str: ...
-
-
-class DecodeCache:
-    """A layer's keys/values: the shared prefix, then this question's own tokens (prefix never copied)."""
-
-    def __init__(self, keys: mx.array, values: mx.array):
-        self.keys, self.values = keys, values
-        self.offset = keys.shape[2]
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        self.keys = mx.concatenate([self.keys, keys], axis=2)
-        self.values = mx.concatenate([self.values, values], axis=2)
-        self.offset = self.keys.shape[2]
-        return self.keys, self.values
-
-    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
-        from mlx_lm.models.base import create_causal_mask
-
-        return create_causal_mask(n, self.offset, window_size=window_size)
 
 
 class MLXBackend:
@@ -77,7 +58,6 @@ class MLXBackend:
                 break
             logits = self.model(mx.array([[token]]), cache=cache)[:, -1, :]
         return self.tokenizer.decode(out)
-
 
     def generate_batch(self, records: Sequence[dict[str, Any]], batch_size: int = 8) -> list[str]:
         """Batched greedy decoding; each run of records sharing a prefix reuses one prefix KV cache.
@@ -157,7 +137,3 @@ class LlamaCppBackend:
         result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
                                                  temperature=0.0, top_k=1, max_tokens=self.max_tokens)
         return result["choices"][0]["message"]["content"] or ""
-
-
-def generate_all(backend: Backend, records: Sequence[dict[str, Any]]) -> list[str]:
-    return [backend.generate(r) for r in records]

@@ -12,6 +12,7 @@ from mlx_sql.data.examples import make_record
 from mlx_sql.data.pruning import approx_tokens, prune_for_inference
 from mlx_sql.data.schema import render_schema
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.generate import Backend
 from mlx_sql.recipe import Recipe
 from mlx_sql.eval.report import write_report
 from mlx_sql.eval.scoring import Scored, read_predictions, score
@@ -45,11 +46,15 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
     """Prompts for evaluation: the whole schema when it fits the budget (so a database's questions share
     it), else the tables that best match each question, cut to the budget."""
     cfg = recipe.data
+    full: dict[str, tuple[str, bool]] = {}  # per database: rendered schema, and whether it fits the budget
     records = []
     for q in questions:
         schema = bench.schema(q.db_id, split)
-        text = render_schema(schema, cfg.schema_format, cfg.sample_rows)
-        if cfg.prune and count_tokens(text) > cfg.schema_token_budget:
+        if q.db_id not in full:
+            rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+            full[q.db_id] = rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
+        text, fits = full[q.db_id]
+        if not fits:
             pruned = prune_for_inference(schema, q.question, cfg.schema_token_budget, cfg.schema_format,
                                          cfg.sample_rows, count_tokens)
             text = render_schema(pruned, cfg.schema_format, cfg.sample_rows)
@@ -70,7 +75,7 @@ def load_done(path: Path) -> dict[int, dict]:
     return done
 
 
-def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None = None) -> Any:
+def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None = None) -> Backend:
     from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, OllamaBackend
 
     e, o = recipe.eval, recipe.ollama

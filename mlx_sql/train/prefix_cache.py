@@ -14,7 +14,16 @@ import mlx.core as mx
 from mlx_lm.models.base import create_causal_mask
 
 
-class CollectCache:
+class _CausalMask:
+    """Causal mask over everything cached so far (with the sliding window, for layers that have one)."""
+
+    offset: int
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
+        return create_causal_mask(n, self.offset, window_size=window_size)
+
+
+class CollectCache(_CausalMask):
     offset = 0
 
     def __init__(self) -> None:
@@ -25,11 +34,8 @@ class CollectCache:
         self.keys, self.values = keys, values
         return keys, values
 
-    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
-        return create_causal_mask(n, 0, window_size=window_size)
 
-
-class PrefixCache:
+class PrefixCache(_CausalMask):
     def __init__(self, keys: mx.array, values: mx.array):
         self.prefix_keys, self.prefix_values = keys, values
         self.offset = keys.shape[2]
@@ -40,5 +46,16 @@ class PrefixCache:
         pv = mx.broadcast_to(self.prefix_values, (batch, *self.prefix_values.shape[1:]))
         return mx.concatenate([pk, keys], axis=2), mx.concatenate([pv, values], axis=2)
 
-    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None):
-        return create_causal_mask(n, self.offset, window_size=window_size)
+
+class DecodeCache(_CausalMask):
+    """Generation: the shared prefix, then one question's own tokens as they come (prefix never copied)."""
+
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.keys, self.values = keys, values
+        self.offset = keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.concatenate([self.keys, keys], axis=2)
+        self.values = mx.concatenate([self.values, values], axis=2)
+        self.offset = self.keys.shape[2]
+        return self.keys, self.values
