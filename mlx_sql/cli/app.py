@@ -290,6 +290,27 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
         console.print(f"ollama is not on PATH; to create the model run: {result.command}")
 
 
+@app.command()
+def demo(recipe: Path = typer.Option(Path("recipes/smollm2-135m.toml"), "--recipe", help="Recipe to run end to end."),
+         out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder: every artefact goes here."),
+         overrides: Optional[List[str]] = SetOption) -> None:
+    """The whole loop offline: evaluate the base, train, evaluate the adapter, fuse, GGUF, llama.cpp, Modelfile."""
+    from rich.progress import Progress
+
+    from mlx_sql.cli.ui import COLUMNS, StageBars
+    from mlx_sql.demo import demo_recipe, run_demo
+
+    cfg = demo_recipe(recipe, out, overrides or [])
+    with Progress(*COLUMNS, console=console, transient=False) as progress:
+        result = run_demo(cfg, out, StageBars(progress))
+    console.print(result.comparison_table, markup=False)
+    g = result.gguf_eval["all"]
+    console.print(f"{result.gained} questions flipped to correct, {result.lost} to wrong; execution accuracy "
+                  f"{result.execution_gain:+.1f} points. {cfg.export.gguf_dtype} GGUF in llama.cpp: EX "
+                  f"{g['execution_accuracy']:.1f}%, same SQL as MLX on {result.same_sql} of {g['count']}.")
+    console.print(f"everything is in {out} (demo.md); Ollama: {result.ollama_command}", highlight=False)
+
+
 @app.command("import-gguf")
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),

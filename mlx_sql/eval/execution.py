@@ -9,6 +9,7 @@ the pool is rebuilt and the query is scored as an error.
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -74,7 +75,8 @@ class Executor:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            # spawn, not fork: forking a process whose MLX/OpenBLAS threads are busy can deadlock it
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
     def run(self, db_path: str | Path, sql: str) -> ExecResult:

@@ -62,10 +62,10 @@ class MLXBackend:
     def generate_batch(self, records: Sequence[dict[str, Any]], batch_size: int = 8) -> list[str]:
         """Batched greedy decoding; each run of records sharing a prefix reuses one prefix KV cache.
 
-        Rows that finish early (end of turn) stop; the others run to max_tokens, and
-        `extract_sql` keeps the first statement.
+        A row leaves the batch at its end-of-turn token or once its text holds a complete first
+        statement (all `extract_sql` keeps), so the batch shrinks instead of every row running to
+        max_tokens.
         """
-        from mlx_lm.generate import batch_generate
         from mlx_lm.models.cache import make_prompt_cache
 
         encoded = [self.encoder.encode({**r, "output": ""}) for r in records]
@@ -79,12 +79,34 @@ class MLXBackend:
             cache = make_prompt_cache(self.model)
             self.model(mx.array([list(group[0].prefix)]), cache=cache)
             mx.eval([c.state for c in cache])
-            prompts = [list(e.segment[: e.completion_start]) for e in group]
-            response = batch_generate(self.model, self.tokenizer, prompts, prompt_caches=[cache] * len(group),
-                                      max_tokens=self.max_tokens)
-            out.extend(response.texts)
+            out.extend(self._decode_rows([list(e.segment[: e.completion_start]) for e in group], cache))
             start = end
         return out
+
+    def _decode_rows(self, prompts: list[list[int]], prefix_cache: list[Any]) -> list[str]:
+        from mlx_lm.generate import BatchGenerator
+
+        # On the default stream: mlx-lm's own generation stream is a second CPU thread calling BLAS, and
+        # OpenBLAS (pthreads build) can then spin forever in the next training step of the same process.
+        gen = BatchGenerator(self.model, stop_tokens=[[t] for t in self.eos], max_tokens=self.max_tokens,
+                             stream=mx.default_stream(mx.default_device()))
+        uids = gen.insert(prompts, [self.max_tokens] * len(prompts), caches=[prefix_cache] * len(prompts))
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        try:
+            while responses := gen.next_generated():
+                finished = []
+                for r in responses:
+                    if r.finish_reason != "stop":
+                        tokens[r.uid].append(r.token)
+                    row = tokens[r.uid]
+                    if r.finish_reason is None and len(row) % 8 == 0 and \
+                            statement_finished(self.tokenizer.decode(row)):
+                        finished.append(r.uid)
+                if finished:
+                    gen.remove(finished)
+        finally:
+            gen.close()
+        return [self.tokenizer.decode(tokens[uid]) for uid in uids]
 
 
 class NaiveMLXBackend:
@@ -125,15 +147,37 @@ class OllamaBackend:
 
 
 class LlamaCppBackend:
-    """A GGUF file through llama-cpp-python, using the chat template stored in the file."""
+    """A GGUF file through llama-cpp-python.
 
-    def __init__(self, gguf: str, max_tokens: int = 256, context_window: int = 4096):
+    Given the model's tokenizer it feeds llama.cpp the very token ids MLX sees (chat template or plain
+    layout, as in training), and llama.cpp keeps the KV cache of the prompt prefix it shares with the
+    previous question, so a database's schema is computed once here too. Without one it falls back to
+    the chat template stored in the file.
+    """
+
+    def __init__(self, gguf: str, max_tokens: int = 256, context_window: int = 4096, tokenizer: Any = None):
         from mlx_sql.models.verify import llama_cpp_model
 
         self.llm = llama_cpp_model(gguf, n_ctx=context_window)
         self.max_tokens = max_tokens
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.encoder = Encoder(tokenizer)
+            self.eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+            self.eos.add(self.llm.token_eos())
 
     def generate(self, record: dict[str, Any]) -> str:
-        result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
-                                                 temperature=0.0, top_k=1, max_tokens=self.max_tokens)
-        return result["choices"][0]["message"]["content"] or ""
+        if self.tokenizer is None:
+            result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
+                                                     temperature=0.0, top_k=1, max_tokens=self.max_tokens)
+            return result["choices"][0]["message"]["content"] or ""
+        e = self.encoder.encode({**record, "output": ""})
+        ids = list(e.prefix) + list(e.segment[: e.completion_start])
+        out: list[int] = []
+        for token in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):
+            if token in self.eos:
+                break
+            out.append(token)
+            if len(out) >= self.max_tokens or (len(out) % 8 == 0 and statement_finished(self.tokenizer.decode(out))):
+                break
+        return self.tokenizer.decode(out)

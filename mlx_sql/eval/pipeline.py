@@ -88,7 +88,13 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         gguf = Path(model_name) if model_name else gguf_file(recipe.model)
         if gguf is None:
             raise MlxSqlError("the llamacpp backend needs a GGUF file (--model FILE.gguf)")
-        return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window)
+        from mlx_sql.models.tokenizer import load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(recipe.model)
+        except MlxSqlError:  # a GGUF unrelated to the recipe's model: use the file's own chat template
+            tokenizer = None
+        return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window, tokenizer)
     from mlx_lm.tuner.utils import load_adapters
 
     from mlx_sql.models.loading import load_model
