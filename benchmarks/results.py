@@ -1,0 +1,41 @@
+"""RESULTS.md is written by the benchmarks themselves: each owns one section between markers and
+replaces it with what it just measured, so `make bench` regenerates the file."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    import mlx.core as mx
+
+    try:
+        import llama_cpp
+
+        llama = f", llama-cpp-python {llama_cpp.__version__}"
+    except ImportError:
+        llama = ""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, {memory:.0f} GiB, "
+            f"Python {platform.python_version()}, mlx {mx.__version__} ({mx.default_device()}){llama}")
+
+
+def update_section(key: str, title: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section `key` of RESULTS.md with `body`, dated and with the machine."""
+    from mlx_sql.fileio import write_text
+
+    stamp = f"_{datetime.date.today().isoformat()}, {machine()}._"
+    section = f"<!-- {key} -->\n## {title}\n\n{stamp}\n\n{body.strip()}\n<!-- /{key} -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
+    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    write_text(path, text)
+    print(f"updated the '{title}' section of {path}")
