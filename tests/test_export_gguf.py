@@ -35,7 +35,7 @@ def exported(tiny_model, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gemma3_text"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gemma3_text", "phi3", "tinyllama"])
 def test_f16_matches_mlx_in_llama_cpp(tiny_model, exported, arch):
     model, tok = load(str(tiny_model(arch)))
     model.set_dtype(mx.float32)
@@ -58,7 +58,23 @@ def test_quantized_agreement(tiny_model, exported, arch, dtype, floor):
     assert agreement.top1 >= floor, agreement
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+STRINGS = ["SELECT name FROM singer WHERE age > 30", "How many doctors?  Two  spaces", "h\u00e9llo \u00fcn\u00efcode \u2713 \u4e2d\u6587",
+           "\n### Question ###\n\tx", " leading space", "<|user|>\nhi<|end|>\n<|assistant|>\n"]
+
+
+@pytest.mark.parametrize("arch", ["phi3", "tinyllama"])
+def test_sentencepiece_vocab_tokenizes_like_hugging_face_in_llama_cpp(tiny_model, exported, arch):
+    """Byte-fallback BPE from tokenizer.json becomes llama.cpp's "llama" vocabulary: scores from merge ranks,
+    <0xNN> byte tokens, the leading "▁", BOS; unseen characters fall back to bytes alike."""
+    from mlx_sql.models.verify import llama_cpp_model
+
+    _, tok = load(str(tiny_model(arch)))
+    llm = llama_cpp_model(exported(arch, "f16").path, n_ctx=256)
+    for text in STRINGS:
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "phi3", "tinyllama"])
 def test_round_trip_through_our_importer(tiny_model, exported, tmp_path, arch):
     model, tok = load(str(tiny_model(arch)))
     model.set_dtype(mx.float32)
@@ -95,8 +111,13 @@ def test_the_real_smollm2_exports_to_q8_0(tmp_path):
 
 
 def test_unsupported_and_bad_inputs(tiny_model, tmp_path):
-    with pytest.raises(MlxSqlError, match="phi3 GGUF export is not supported yet"):
-        export_gguf(tiny_model("phi3"), tmp_path / "p.gguf")
+    import shutil
+
+    unigram = shutil.copytree(tiny_model("llama"), tmp_path / "unigram")
+    (unigram / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram", "vocab": []}}))
+    with pytest.raises(MlxSqlError, match="Unigram tokenizers cannot be converted"):
+        export_gguf(unigram, tmp_path / "u.gguf")
+    assert not (tmp_path / "u.gguf").exists()
     with pytest.raises(MlxSqlError, match="not one of f16, q8_0, q4_0"):
         export_gguf(tiny_model("llama"), tmp_path / "x.gguf", "q2_k")
     with pytest.raises(MlxSqlError, match="cannot read config.json"):

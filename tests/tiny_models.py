@@ -19,6 +19,8 @@ GEMMA = ("{{ bos_token }}{% for message in messages %}<start_of_turn>"
          "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
          "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
          "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+ZEPHYR = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+          "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 PHI3 = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}")
 
@@ -27,7 +29,10 @@ FAMILIES = {
     "chatml": ("<|endoftext|>", "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], CHATML),
     "gemma": ("<bos>", "<end_of_turn>", "<pad>", ["<start_of_turn>", "<eos>"], GEMMA),
     "phi3": ("<s>", "<|end|>", "<|endoftext|>", ["<|user|>", "<|assistant|>", "<|system|>"], PHI3),
+    "zephyr": ("<s>", "</s>", "</s>", [], ZEPHYR),
 }
+# SentencePiece-style (byte-fallback BPE, "▁" for spaces) like the real Phi-3, TinyLlama and Llama 2
+SENTENCEPIECE = {"phi3", "zephyr"}
 
 COMMON = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
               num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=2048)
@@ -39,6 +44,7 @@ ARCHITECTURES = {
                                   sliding_window=16, sliding_window_pattern=2, rope_theta=10000.0,
                                   rope_local_base_freq=10000.0)),
     "phi3": ("phi3", dict(model_type="phi3", rope_theta=10000.0, tie_word_embeddings=False)),
+    "tinyllama": ("zephyr", dict(model_type="llama", rope_theta=10000.0, tie_word_embeddings=False)),
 }
 
 
@@ -55,10 +61,52 @@ def training_corpus() -> list[str]:
     return texts
 
 
+def build_sentencepiece_tokenizer(family: str, out: Path, vocab_size: int = 700):
+    """A Llama-layout tokenizer: <unk> <s> </s>, the 256 <0xNN> byte tokens, then BPE pieces over "▁" words."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bos, eos, pad, extra, template = FAMILIES[family]
+    trainer_tok = Tokenizer(models.BPE())
+    trainer_tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False)
+    trainer_tok.train_from_iterator(training_corpus(), trainer)
+    learned = json.loads(trainer_tok.to_str())["model"]
+    head = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    vocab = {t: i for i, t in enumerate(head)}
+    for token in sorted(learned["vocab"], key=learned["vocab"].get):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ", 1)) for m in learned["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = [t for t in dict.fromkeys([bos, eos, pad, *extra]) if t not in vocab]
+    # Phi-3's chat tokens swallow the whitespace after them (rstrip), as in its real tokenizer.json
+    rstrip = {t for t in specials if t != "<|endoftext|>"} if family == "phi3" else set()
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True, rstrip=t in rstrip)
+                            for t in ["<unk>", "<s>", "</s>", *specials]])
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
+                                   unk_token="<unk>", additional_special_tokens=[t for t in specials if t != pad])
+    fast.chat_template = template
+    fast.save_pretrained(str(out))
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["add_bos_token"] = True
+    config_path.write_text(json.dumps(config, indent=2))
+    return fast
+
+
 def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if family in SENTENCEPIECE:
+        return build_sentencepiece_tokenizer(family, out, vocab_size)
     bos, eos, pad, extra, template = FAMILIES[family]
     specials = list(dict.fromkeys([bos, eos, pad, *extra]))
     tok = Tokenizer(models.BPE())

@@ -113,37 +113,93 @@ def _copy_tokenizer_from_gguf(writer, source: Path) -> None:
         writer.add_key_value(key, field.contents(), vtype, sub)
 
 
-def _tokenizer_from_json(writer, model_dir: Path) -> None:
-    """Byte-level BPE from tokenizer.json, with special tokens marked as control tokens."""
-    data = json.loads((model_dir / "tokenizer.json").read_text())
-    model = data["model"]
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise MlxSqlError("only byte-level BPE tokenizers can be converted from tokenizer.json "
-                          "(models imported from GGUF keep their own)", model_dir / "tokenizer.json")
-    vocab = dict(model["vocab"])
+def _vocab_from_json(data: dict) -> tuple[list[str], set[int], dict[str, int]]:
+    """Token strings by id (holes padded), the ids of special added tokens, and token -> id."""
+    vocab = dict(data["model"]["vocab"])
     for added in data.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
-    size = max(vocab.values()) + 1
-    tokens = [f"[PAD{i}]" for i in range(size)]
+    tokens = [f"[PAD{i}]" for i in range(max(vocab.values()) + 1)]
     for token, idx in vocab.items():
         tokens[idx] = token
-    special = {a["id"] for a in data.get("added_tokens", []) if a.get("special")}
-    types = [3 if i in special else 1 for i in range(size)]  # 3 = CONTROL, 1 = NORMAL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
-        if (model_dir / "tokenizer_config.json").is_file() else {}
+    return tokens, {a["id"] for a in data.get("added_tokens", []) if a.get("special")}, vocab
+
+
+def _prepends_space(data: dict) -> bool:
+    """SentencePiece models differ: Llama/Phi-3 put "▁" before the first word, Gemma does not."""
+    parts = [data.get("normalizer") or {}, data.get("pre_tokenizer") or {}]
+    for part in list(parts):
+        parts += part.get("normalizers", []) + part.get("pretokenizers", [])
+    return any((p.get("type") == "Prepend" and p.get("prepend") == "\u2581")
+               or (p.get("type") == "Metaspace" and p.get("prepend_scheme", "always") != "never"
+                   and p.get("add_prefix_space", True)) for p in parts)
+
+
+def _sentencepiece_vocab(writer, data: dict) -> tuple[dict[str, int], bool]:
+    """SentencePiece-style BPE (byte fallback, "▁" for spaces) as llama.cpp's "llama" tokenizer.
+
+    llama.cpp merges the adjacent pair whose result has the highest score, Hugging Face the pair with
+    the lowest merge rank: so a merged token scores minus its rank, and byte, special and unknown
+    tokens get their own token types.
+    """
+    tokens, special, vocab = _vocab_from_json(data)
+    rank = {}
+    for r, merge in enumerate(data["model"].get("merges", [])):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, r)
+    unk = data["model"].get("unk_token")
+    types, scores = [], []
+    for i, token in enumerate(tokens):
+        if token == unk:
+            types.append(2)  # UNKNOWN
+        elif i in special:
+            types.append(3)  # CONTROL
+        elif len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            types.append(6)  # BYTE
+        elif token.startswith("[PAD"):
+            types.append(5)  # UNUSED
+        else:
+            types.append(1)  # NORMAL
+        scores.append(-float(rank[token]) if token in rank else 0.0)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    if unk in vocab:
+        writer.add_unk_token_id(vocab[unk])
+    writer.add_add_space_prefix(_prepends_space(data))
+    return vocab, True
+
+
+def _byte_level_vocab(writer, data: dict) -> tuple[dict[str, int], bool]:
+    """GPT-2 style byte-level BPE, with special tokens marked as control tokens."""
+    tokens, special, vocab = _vocab_from_json(data)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")  # llama.cpp: the GPT-2 split regex
     writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
+    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3 = CONTROL, 1 = NORMAL
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])])
+    return vocab, False
+
+
+def _tokenizer_from_json(writer, model_dir: Path) -> None:
+    """The tokenizer from tokenizer.json: byte-level BPE (SmolLM2, Qwen2) or SentencePiece-style BPE
+    with byte fallback (Llama/TinyLlama, Phi-3, Gemma), with special tokens and the chat template."""
+    data = json.loads((model_dir / "tokenizer.json").read_text())
+    if data["model"].get("type") != "BPE":
+        raise MlxSqlError(f"{data['model'].get('type')} tokenizers cannot be converted to GGUF (BPE only)",
+                          model_dir / "tokenizer.json")
+    convert = _sentencepiece_vocab if data["model"].get("byte_fallback") else _byte_level_vocab
+    vocab, default_add_bos = convert(writer, data)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
+        if (model_dir / "tokenizer_config.json").is_file() else {}
     for key, adder in (("bos_token", writer.add_bos_token_id), ("eos_token", writer.add_eos_token_id),
                        ("pad_token", writer.add_pad_token_id)):
         token = config.get(key)
         token = token.get("content") if isinstance(token, dict) else token
         if token in vocab:
             adder(vocab[token])
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(bool(config.get("add_bos_token", default_add_bos)))
     template = config.get("chat_template")
     if not template and (model_dir / "chat_template.jinja").is_file():
         template = (model_dir / "chat_template.jinja").read_text()
@@ -164,9 +220,6 @@ def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> 
     except (OSError, json.JSONDecodeError) as exc:
         raise MlxSqlError(f"cannot read config.json: {exc}", model_dir) from None
     arch = ARCH_OF.get(config.get("model_type"))
-    if arch == "phi3":
-        raise MlxSqlError("phi3 GGUF export is not supported yet: llama.cpp's phi3 expects a SentencePiece "
-                          "vocabulary, which the exporter does not write from tokenizer.json", model_dir)
     if arch is None:
         raise MlxSqlError(f"model_type {config.get('model_type')!r} has no GGUF export "
                           f"(supported: {', '.join(MODEL_TYPES.values())})", model_dir)
