@@ -240,13 +240,24 @@ def fuse(adapter: Path = typer.Option(..., "--adapter", help="Trained adapter fo
 
 
 @export_app.command("gguf")
-def export_gguf_cmd(model: Path = typer.Option(..., "--model", help="MLX model folder (e.g. a fused adapter)."),
+def export_gguf_cmd(model: Path = typer.Option(..., "--model", help="MLX model folder (e.g. a fused adapter), "
+                                               "or with --lora-only the adapter folder."),
                     dtype: str = typer.Option("q8_0", "--dtype", help="f16, q8_0 or q4_0."),
-                    out: Optional[Path] = typer.Option(None, "--out", help="GGUF file (default <model>/model-<dtype>.gguf)."),
+                    out: Optional[Path] = typer.Option(None, "--out", help="GGUF file (default <model>/model-<dtype>.gguf, "
+                                                       "or <adapter>/adapter.gguf)."),
+                    lora_only: bool = typer.Option(False, "--lora-only", help="Write the LoRA adapter alone as a "
+                                                   "llama.cpp adapter GGUF (Ollama: ADAPTER on a base GGUF)."),
                     verify: bool = typer.Option(True, help="Load it in llama.cpp and compare with MLX.")) -> None:
     """Write a GGUF (weights, tokenizer, chat template) and check it against MLX in llama.cpp."""
     from mlx_sql.export.gguf_writer import export_gguf
 
+    if lora_only:
+        from mlx_sql.export.lora_gguf import export_lora_gguf
+
+        result = export_lora_gguf(model, out or model / "adapter.gguf")
+        console.print(f"wrote a {result.architecture} LoRA adapter GGUF ({result.n_tensors} tensors) to {result.path}; "
+                      f"apply it to a GGUF of the base model (llama.cpp --lora, or ADAPTER in an Ollama Modelfile)")
+        return
     target = out or model / f"model-{dtype}.gguf"
     with console.status(f"writing {target}"):
         result = export_gguf(model, target, dtype)

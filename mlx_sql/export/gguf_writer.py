@@ -6,7 +6,7 @@ Gemma's `1 + w` norms, tied embeddings left out). Norms and biases stay float32,
 matrices are written as f16, q8_0 or q4_0 (q4_0 keeps the embedding and output at
 q8_0, as llama.cpp's quantizer keeps them at higher precision). The tokenizer is
 copied from the GGUF the model was imported from when there is one, else converted
-from `tokenizer.json` (byte-level BPE).
+from `tokenizer.json` (byte-level BPE, or SentencePiece-style byte-fallback BPE).
 """
 
 from __future__ import annotations
