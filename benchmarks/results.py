@@ -25,7 +25,7 @@ def machine() -> str:
         llama = ""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, {memory:.0f} GiB, "
-            f"Python {platform.python_version()}, mlx {mx.__version__} ({mx.default_device()}){llama}")
+            f"Python {platform.python_version()}, mlx {mx.__version__} ({mx.default_device().type.name}){llama}")
 
 
 def update_section(key: str, title: str, body: str, path: Path = RESULTS) -> None:

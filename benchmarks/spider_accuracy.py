@@ -144,7 +144,8 @@ def main() -> None:
     results = {key: run_model(key, args) for key in args.models.split(",")}
     plots(results, ROOT / "benchmarks")
     lines = [f"Spider train → LoRA (each model's recipe: rank 8 on all projections, schema-shared batches of 4), "
-             f"a seeded subset of Spider train (its size below) for {args.epochs:g} epoch; scored on "
+             "a seeded subset of Spider train, trained for the steps below (batches hold one database's "
+             "questions, so some hold fewer than 4); scored on "
              f"the Spider dev questions whose database exists, "
              + ("both as q8_0 GGUFs in llama.cpp (what Ollama runs)" if args.backend == "llamacpp"
                 else "with MLX (base, and base + adapter)") + f", greedy, max {args.max_tokens} tokens.", "",
