@@ -6,7 +6,6 @@ Modelfile, everything under one run folder. Each stage is the library call the m
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +79,10 @@ def _eval_callbacks(ui: StageUI) -> tuple[Callable, Callable]:
 
 def _same_sql(a: Path, b: Path) -> int:
     """How many questions got character-identical SQL from two evaluations."""
-    def sql_by_index(path: Path) -> dict[int, str]:
-        rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line)
-        return {r["index"]: r["sql"] for r in rows}
+    from mlx_sql.eval.pipeline import load_done
 
-    left, right = sql_by_index(a / "predictions.jsonl"), sql_by_index(b / "predictions.jsonl")
-    return sum(1 for i, sql in left.items() if right.get(i) == sql)
+    left, right = load_done(a / "predictions.jsonl"), load_done(b / "predictions.jsonl")
+    return sum(1 for i, row in left.items() if i in right and right[i]["sql"] == row["sql"])
 
 
 def _acc(summary: dict) -> str:

@@ -29,17 +29,17 @@ def _first_statement(body: str) -> tuple[str, bool]:
     return parts[0], len(parts) > 1
 
 
-def _sql_body(text: str) -> tuple[str, bool]:
-    """Where the query is: bare SQL at the start, else the first fence, else the first SQL in the prose.
-    The flag says whether that place is settled (more text cannot move it)."""
+def _sql_body(text: str) -> tuple[str, str]:
+    """Where the query is, and what kind of place that is: bare SQL at the start ("bare"), else the
+    first fence ("open fence" / "closed fence"), else the first SQL in the prose ("prose")."""
     stripped = text.lstrip()
     if _START.match(stripped):
-        return stripped, True
+        return stripped, "bare"
     fenced = _FENCE.search(text)
     if fenced:
         closed = text.find("```", fenced.start() + 3) != -1
-        return fenced.group(1), closed
-    return text, False
+        return fenced.group(1), "closed fence" if closed else "open fence"
+    return text, "prose"
 
 
 def extract_sql(text: str) -> str:
@@ -55,13 +55,10 @@ def extract_sql(text: str) -> str:
 def statement_finished(text: str) -> bool:
     """True once more text cannot change `extract_sql(text)`: the answer began with SQL (or opened a
     fence) and its first statement ended, or the fence closed."""
-    body, settled = _sql_body(text)
-    stripped = text.lstrip()
-    if _START.match(stripped):
-        return _first_statement(stripped)[1]
-    if not _FENCE.search(text):
-        return False  # prose so far: a fence may still come
-    if settled:
+    body, kind = _sql_body(text)
+    if kind == "prose":
+        return False  # a fence may still come
+    if kind == "closed fence":
         return True
     start = _START.search(body)
     return bool(start) and _first_statement(body[start.start():])[1]

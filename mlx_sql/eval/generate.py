@@ -21,6 +21,14 @@ from mlx_sql.train.encode import Encoder
 from mlx_sql.train.prefix_cache import CollectCache, DecodeCache
 
 
+STOP_CHECK_EVERY = 8  # decoding the text costs more than a token: look for the statement's end now and then
+
+
+def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
+    """Whether a row may stop: its text already holds everything `extract_sql` will keep."""
+    return len(tokens) % STOP_CHECK_EVERY == 0 and statement_finished(tokenizer.decode(tokens))
+
+
 class Backend(Protocol):
     def generate(self, record: dict[str, Any]) -> str: ...
 
@@ -54,7 +62,7 @@ class MLXBackend:
             if token in self.eos:
                 break
             out.append(token)
-            if len(out) % 8 == 0 and statement_finished(self.tokenizer.decode(out)):
+            if statement_done(self.tokenizer, out):
                 break
             logits = self.model(mx.array([[token]]), cache=cache)[:, -1, :]
         return self.tokenizer.decode(out)
@@ -99,8 +107,7 @@ class MLXBackend:
                     if r.finish_reason != "stop":
                         tokens[r.uid].append(r.token)
                     row = tokens[r.uid]
-                    if r.finish_reason is None and len(row) % 8 == 0 and \
-                            statement_finished(self.tokenizer.decode(row)):
+                    if r.finish_reason is None and statement_done(self.tokenizer, row):
                         finished.append(r.uid)
                 if finished:
                     gen.remove(finished)
@@ -178,6 +185,6 @@ class LlamaCppBackend:
             if token in self.eos:
                 break
             out.append(token)
-            if len(out) >= self.max_tokens or (len(out) % 8 == 0 and statement_finished(self.tokenizer.decode(out))):
+            if len(out) >= self.max_tokens or statement_done(self.tokenizer, out):
                 break
         return self.tokenizer.decode(out)

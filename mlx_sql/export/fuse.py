@@ -13,7 +13,6 @@ from pathlib import Path
 
 from mlx.utils import tree_unflatten
 
-from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import atomic_dir
 from mlx_sql.recipe import load_recipe
 
@@ -31,10 +30,10 @@ def fuse_adapter(adapter_dir: Path, out_dir: Path | None = None, dequantize: boo
     from mlx_lm.utils import dequantize_model, load_config
 
     from mlx_sql.models.loading import QUANT_GROUP_SIZE, load_model
+    from mlx_sql.train.adapters import trained_adapter_config
 
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file() or not (adapter_dir / "recipe.toml").is_file():
-        raise MlxSqlError("not a trained adapter folder (needs adapter_config.json and recipe.toml)", adapter_dir)
+    trained_adapter_config(adapter_dir)
     recipe = load_recipe(adapter_dir / "recipe.toml")
     out_dir = Path(out_dir or adapter_dir / "fused")
     model, tokenizer, base = load_model(recipe.model)

@@ -16,6 +16,7 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.export.gguf_writer import ARCH_OF, ExportResult
 from mlx_sql.fileio import atomic_path
 from mlx_sql.models.gguf_names import hf_to_gguf, rotary_permute
+from mlx_sql.train.adapters import trained_adapter_config
 
 
 def export_lora_gguf(adapter_dir: str | Path, out: str | Path) -> ExportResult:
@@ -26,9 +27,7 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path) -> ExportResult:
     from mlx_sql.recipe import load_recipe
 
     adapter_dir, out = Path(adapter_dir), Path(out)
-    if not (adapter_dir / "adapter_config.json").is_file() or not (adapter_dir / "recipe.toml").is_file():
-        raise MlxSqlError("not a trained adapter folder (needs adapter_config.json and recipe.toml)", adapter_dir)
-    adapter = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapter = trained_adapter_config(adapter_dir)
     if adapter.get("fine_tune_type") != "lora":
         raise MlxSqlError(f"only LoRA adapters have a llama.cpp adapter format ({adapter.get('fine_tune_type')} "
                           "adapters: fuse them and export the whole model)", adapter_dir)

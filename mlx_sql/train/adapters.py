@@ -67,3 +67,12 @@ def save_adapters(model: nn.Module, folder: Path, config: dict[str, Any]) -> Non
 
 def load_adapter_config(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "adapter_config.json").read_text())
+
+
+def trained_adapter_config(folder: Path) -> dict[str, Any]:
+    """The adapter_config of a folder `mlx-sql train` wrote; fuse and export need its recipe.toml too."""
+    from mlx_sql.errors import MlxSqlError
+
+    if not (folder / "adapter_config.json").is_file() or not (folder / "recipe.toml").is_file():
+        raise MlxSqlError("not a trained adapter folder (needs adapter_config.json and recipe.toml)", folder)
+    return load_adapter_config(folder)
