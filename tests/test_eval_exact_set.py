@@ -29,6 +29,9 @@ SCHEMA = Schema("music", [
     ("SELECT name FROM singer ORDER BY age DESC LIMIT 3", "SELECT name FROM singer ORDER BY age DESC LIMIT 1"),
     ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)",
      "SELECT T1.name FROM singer AS T1 WHERE T1.age > (SELECT avg(T2.age) FROM singer AS T2)"),
+    # DISTINCT is ignored, as the official script's DISABLE_DISTINCT does
+    ("SELECT DISTINCT name FROM singer", "SELECT name FROM singer"),
+    ("SELECT count(DISTINCT country) FROM singer", "SELECT count(country) FROM singer"),
     ("SELECT name FROM singer WHERE country = 'a' INTERSECT SELECT name FROM singer WHERE age > 3",
      "SELECT name FROM singer WHERE country = 'x' INTERSECT SELECT name FROM singer WHERE age > 9"),
 ])
@@ -39,7 +42,6 @@ def test_equivalent_under_set_match(gold, pred):
 @pytest.mark.parametrize("gold, pred, component", [
     ("SELECT name FROM singer", "SELECT name, age FROM singer", "select"),
     ("SELECT count(*) FROM singer", "SELECT max(age) FROM singer", "select aggregate"),
-    ("SELECT DISTINCT name FROM singer", "SELECT name FROM singer", "distinct"),
     ("SELECT name FROM singer WHERE age > 3", "SELECT name FROM singer WHERE age < 3", "where operator"),
     ("SELECT name FROM singer WHERE age > 3", "SELECT name FROM singer WHERE age > 3 OR country = 'a'", "where"),
     ("SELECT name FROM singer WHERE age > 3 AND country = 'a'", "SELECT name FROM singer WHERE age > 3 OR country = 'a'",

@@ -4,7 +4,8 @@ Follows the published rules of Spider's evaluation.py in match mode: SELECT, WHE
 GROUP BY, HAVING, ORDER BY, LIMIT (present or not), the INTERSECT / UNION / EXCEPT
 branch and nested queries must agree as sets of units; literal values are ignored;
 aliases are resolved to table names; a foreign-key column counts as the primary key
-it references; join conditions are not compared, the set of tables is.
+it references; join conditions are not compared, the set of tables is; DISTINCT is ignored
+(the official script's DISABLE_DISTINCT, on in both taoyds/spider and test-suite-sql-eval).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ OPS = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.
 @dataclass(frozen=True)
 class Shape:
     select: tuple
-    distinct: bool
     tables: frozenset
     where: frozenset
     where_connectors: tuple
@@ -76,8 +76,9 @@ class _Builder:
         """A value unit: aggregate + column(s), with literals replaced by 'value'."""
         if isinstance(node, (exp.Alias, exp.Paren)):
             return self.unit(node.this, aliases, tables)
-        if isinstance(node, exp.Distinct):
-            return ("distinct", *(self.unit(e, aliases, tables) for e in node.expressions))
+        if isinstance(node, exp.Distinct):  # count(DISTINCT x) scores as count(x), as DISABLE_DISTINCT does
+            units = tuple(self.unit(e, aliases, tables) for e in node.expressions)
+            return units[0] if len(units) == 1 else units
         for kind, name in AGGS.items():
             if isinstance(node, kind):
                 return (name, self.unit(node.this, aliases, tables) if node.this else "*")
@@ -138,7 +139,6 @@ class _Builder:
         direction = ("desc" if order and any(o.args.get("desc") for o in order.expressions) else "asc") if order else ""
         return Shape(
             select=tuple(sorted(repr(self.unit(e, aliases, tables)) for e in select.expressions)),
-            distinct=bool(select.args.get("distinct")),
             tables=frozenset(repr(t) for t in table_units),
             where=frozenset(repr(self.condition(c, aliases, tables)) for c in where_conds),
             where_connectors=tuple(sorted(connectors)),
