@@ -29,6 +29,16 @@ def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
     return len(tokens) % STOP_CHECK_EVERY == 0 and statement_finished(tokenizer.decode(tokens))
 
 
+def eos_ids(tokenizer: Any) -> set[int]:
+    return set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+
+
+def prompt_ids(encoder: Encoder, record: dict[str, Any]) -> tuple[tuple[int, ...], list[int]]:
+    """(shared prefix, question) token ids of a record without its answer: what every decoder is fed."""
+    e = encoder.encode({**record, "output": ""})
+    return tuple(e.prefix), list(e.segment[: e.completion_start])
+
+
 class Backend(Protocol):
     def generate(self, record: dict[str, Any]) -> str: ...
 
@@ -39,7 +49,7 @@ class MLXBackend:
     def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256):
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         self.encoder = Encoder(tokenizer)
-        self.eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+        self.eos = eos_ids(tokenizer)
         self._prefix: tuple[tuple[int, ...], list[tuple[mx.array, mx.array]]] | None = None
 
     def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[mx.array, mx.array]]:
@@ -52,9 +62,8 @@ class MLXBackend:
         return self._prefix[1]
 
     def generate(self, record: dict[str, Any]) -> str:
-        e = self.encoder.encode({**record, "output": ""})
-        question = list(e.segment[: e.completion_start])
-        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(e.prefix)]
+        prefix, question = prompt_ids(self.encoder, record)
+        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
         out: list[int] = []
         for _ in range(self.max_tokens):
@@ -76,18 +85,18 @@ class MLXBackend:
         """
         from mlx_lm.models.cache import make_prompt_cache
 
-        encoded = [self.encoder.encode({**r, "output": ""}) for r in records]
+        encoded = [prompt_ids(self.encoder, r) for r in records]
         out: list[str] = []
         start = 0
         while start < len(encoded):
             end = start + 1
-            while end < len(encoded) and end - start < batch_size and encoded[end].prefix == encoded[start].prefix:
+            while end < len(encoded) and end - start < batch_size and encoded[end][0] == encoded[start][0]:
                 end += 1
             group = encoded[start:end]
             cache = make_prompt_cache(self.model)
-            self.model(mx.array([list(group[0].prefix)]), cache=cache)
+            self.model(mx.array([list(group[0][0])]), cache=cache)
             mx.eval([c.state for c in cache])
-            out.extend(self._decode_rows([list(e.segment[: e.completion_start]) for e in group], cache))
+            out.extend(self._decode_rows([question for _, question in group], cache))
             start = end
         return out
 
@@ -129,9 +138,8 @@ class NaiveMLXBackend:
     def generate(self, record: dict[str, Any]) -> str:
         from mlx_lm import generate
 
-        e = self.encoder.encode({**record, "output": ""})
-        ids = list(e.prefix) + list(e.segment[: e.completion_start])
-        return generate(self.model, self.tokenizer, ids, max_tokens=self.max_tokens)
+        prefix, question = prompt_ids(self.encoder, record)
+        return generate(self.model, self.tokenizer, list(prefix) + question, max_tokens=self.max_tokens)
 
 
 class OllamaBackend:
@@ -170,18 +178,16 @@ class LlamaCppBackend:
         self.tokenizer = tokenizer
         if tokenizer is not None:
             self.encoder = Encoder(tokenizer)
-            self.eos = set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
-            self.eos.add(self.llm.token_eos())
+            self.eos = eos_ids(tokenizer) | {self.llm.token_eos()}
 
     def generate(self, record: dict[str, Any]) -> str:
         if self.tokenizer is None:
             result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
                                                      temperature=0.0, top_k=1, max_tokens=self.max_tokens)
             return result["choices"][0]["message"]["content"] or ""
-        e = self.encoder.encode({**record, "output": ""})
-        ids = list(e.prefix) + list(e.segment[: e.completion_start])
+        prefix, question = prompt_ids(self.encoder, record)
         out: list[int] = []
-        for token in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        for token in self.llm.generate(list(prefix) + question, temp=0.0, top_k=1, reset=True):
             if token in self.eos:
                 break
             out.append(token)
