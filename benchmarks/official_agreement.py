@@ -107,10 +107,11 @@ def run_official(args, triples: list[dict]) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def rates(rows: list[dict], key: str, level_key: str = "hardness") -> dict[str, float]:
+def rates(rows: list[dict], key: str) -> dict[str, float]:
+    """Percent of rows where `key` holds, per official hardness level and overall."""
     out = {}
     for level in LEVELS:
-        items = [r for r in rows if level == "all" or r[level_key] == level]
+        items = [r for r in rows if level == "all" or r["hardness"] == level]
         out[level] = 100 * sum(bool(r[key]) for r in items) / len(items) if items else 0.0
     return out
 
@@ -132,7 +133,8 @@ def compare_set(name: str, pairs, bench, args) -> dict:
     return {"name": name, "rows": rows}
 
 
-def report(result: dict) -> tuple[list[str], list[dict]]:
+def report(result: dict) -> tuple[str, list[dict]]:
+    """One table row (official / ours per level, counts and worst gaps) and the questions scored differently."""
     rows = result["rows"]
     scored_ex = [r for r in rows if r["official_ex"] is not None]
     em_o, em_u = rates(rows, "official_em"), rates(rows, "our_em")
@@ -147,7 +149,7 @@ def report(result: dict) -> tuple[list[str], list[dict]]:
             f"{worst_em:.1f} | {worst_ex:.1f} | {level_diff} |")
     flagged = [{**r, "differs_in": [k for k, d in (("EM", r["index"] in em_diff), ("EX", r["index"] in ex_diff)) if d]}
                for r in rows if r["index"] in em_diff | ex_diff]
-    return [line], flagged
+    return line, flagged
 
 
 class DevSet:
@@ -192,9 +194,9 @@ def main() -> None:
     flagged_all = []
     for name, pairs in sets:
         result = compare_set(name, pairs, dev, args)
-        table, flagged = report(result)
-        print(table[0], flush=True)
-        lines += table
+        line, flagged = report(result)
+        print(line, flush=True)
+        lines.append(line)
         flagged_all += [{"set": name, **f} for f in flagged]
     from mlx_sql.fileio import write_text
 
