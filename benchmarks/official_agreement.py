@@ -29,8 +29,9 @@ from pathlib import Path
 
 LEVELS = ("easy", "medium", "hard", "extra", "all")
 KNOWN = """Where the official exact-set-match is wrong and ours is deliberately not: its parser has no column aliases
-in SELECT (`SELECT sum(x) AS total ...` fails to parse and scores 0 however right it is), and with values disabled a
-column on the right of a comparison counts as a value (`a != b` equals `a != 'x'`). The current taoyds/spider
+in SELECT (`SELECT sum(x) AS total ...` fails to parse and scores 0 however right it is) and no TRUE / FALSE literals
+(`WHERE flag = True` fails the same way), and with values disabled a column on the right of a comparison counts as
+a value (`a != b` equals `a != 'x'`). The current taoyds/spider
 `evaluation.py` also compares the first join's ON columns, which the test-suite copy used here does not."""
 
 
