@@ -59,6 +59,9 @@ def test_equivalent_under_set_match(gold, pred):
     ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)",
      "SELECT name FROM singer WHERE age > (SELECT max(age) FROM singer)", "nested query"),
     ("SELECT name FROM singer", "SELECT name FROM singer JOIN concert ON 1 = 1", "tables"),
+    ("SELECT name FROM singer", "SELECT T2.name FROM singer AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id",
+     "self-join: tables are a multiset"),
+    ("SELECT name FROM singer WHERE age > 3", "SELECT name FROM singer WHERE age > 3 AND age > 5", "where multiset"),
 ])
 def test_differences_in_a_component_break_the_match(gold, pred, component):
     assert not exact_set_match(gold, pred, SCHEMA), component

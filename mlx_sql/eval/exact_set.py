@@ -27,11 +27,11 @@ OPS = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.
 @dataclass(frozen=True)
 class Shape:
     select: tuple
-    tables: frozenset
-    where: frozenset
+    tables: tuple  # sorted: a multiset, as the official lists are (a self-join names its table twice)
+    where: tuple
     where_connectors: tuple
-    group: frozenset
-    having: frozenset
+    group: tuple
+    having: tuple
     order: tuple
     limit: bool
     iuen: tuple | None
@@ -139,11 +139,11 @@ class _Builder:
         direction = ("desc" if order and any(o.args.get("desc") for o in order.expressions) else "asc") if order else ""
         return Shape(
             select=tuple(sorted(repr(self.unit(e, aliases, tables)) for e in select.expressions)),
-            tables=frozenset(repr(t) for t in table_units),
-            where=frozenset(repr(self.condition(c, aliases, tables)) for c in where_conds),
+            tables=tuple(sorted(repr(t) for t in table_units)),
+            where=tuple(sorted(repr(self.condition(c, aliases, tables)) for c in where_conds)),
             where_connectors=tuple(sorted(connectors)),
-            group=frozenset(repr(self.unit(g, aliases, tables)) for g in (group.expressions if group else [])),
-            having=frozenset(repr(self.condition(c, aliases, tables)) for c in having_conds),
+            group=tuple(sorted(repr(self.unit(g, aliases, tables)) for g in (group.expressions if group else []))),
+            having=tuple(sorted(repr(self.condition(c, aliases, tables)) for c in having_conds)),
             order=(order_units, direction),
             limit=select.args.get("limit") is not None,
             iuen=None,
