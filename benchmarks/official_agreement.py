@@ -81,22 +81,15 @@ def official_worker(official: str, tables: str) -> None:
         print(json.dumps({"hardness": level, "exact": exact, "exec": execution, "note": note}), flush=True)
 
 
-def load_set(spec: str, questions: dict[int, object]) -> tuple[str, list[tuple[int, str]]]:
-    """NAME=FILE or NAME=FILE@IDS -> (name, [(dev index, prediction)])."""
+def load_set(spec: str, dev: "DevSet") -> tuple[str, list[tuple[int, str]]]:
+    """NAME=FILE or NAME=FILE@IDS -> (name, [(dev index, prediction)]), read as `mlx-sql eval --predictions` reads."""
+    from mlx_sql.eval.scoring import read_predictions
+
     name, _, rest = spec.partition("=")
     path, _, ids = rest.partition("@")
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if ids:
-        indices = json.loads(Path(ids).read_text())
-        sqls = [line.split("\t")[0] for line in lines if line.strip()]
-        if len(indices) != len(sqls):
-            raise SystemExit(f"{path}: {len(sqls)} predictions for {len(indices)} ids in {ids}")
-        pairs = list(zip(indices, sqls))
-    elif lines and lines[0].lstrip().startswith("{"):
-        pairs = [(int(r["index"]), str(r.get("sql", ""))) for r in map(json.loads, filter(str.strip, lines))]
-    else:
-        pairs = list(enumerate(line.split("\t")[0] for line in lines))
-    return name, [(i, sql) for i, sql in pairs if i in questions]
+    questions = [dev.questions[i] for i in json.loads(Path(ids).read_text())] if ids else dev.questions
+    sqls = read_predictions(Path(path), questions)
+    return name, [(q.index, sql) for q, sql in zip(questions, sqls) if q.index in dev.question_by_index]
 
 
 def run_official(args, triples: list[dict]) -> list[dict]:
@@ -148,8 +141,9 @@ def report(result: dict) -> tuple[str, list[dict]]:
     worst_ex = max(abs(ex_o[lv] - ex_u[lv]) for lv in LEVELS)
     line = (f"| {result['name']} | {len(rows)} | {cells} | {len(em_diff)} | {len(ex_diff)} | "
             f"{worst_em:.1f} | {worst_ex:.1f} | {level_diff} |")
+    differ = em_diff | ex_diff
     flagged = [{**r, "differs_in": [k for k, d in (("EM", r["index"] in em_diff), ("EX", r["index"] in ex_diff)) if d]}
-               for r in rows if r["index"] in em_diff | ex_diff]
+               for r in rows if r["index"] in differ]
     return line, flagged
 
 
@@ -158,8 +152,8 @@ class DevSet:
         from mlx_sql.data.benchmark import load_benchmark
 
         self.bench = load_benchmark(spider)
-        self.question_by_index = {q.index: q for q in self.bench.questions("dev")
-                                  if self.bench.has_database(q.db_id, "dev")}
+        self.questions = self.bench.questions("dev")  # position == index
+        self.question_by_index = {q.index: q for q in self.questions if self.bench.has_database(q.db_id, "dev")}
 
 
 def main() -> None:
@@ -185,7 +179,7 @@ def main() -> None:
     specs = args.predictions or [f"{p.parent.parent.name}-{p.parent.name}={p}"
                                  for p in sorted((ROOT / "runs" / "spider-accuracy").glob("*/eval-*/predictions.jsonl"))]
     sets = [("gold", [(i, q.query) for i, q in sorted(dev.question_by_index.items())])]
-    sets += [load_set(spec, dev.question_by_index) for spec in specs]
+    sets += [load_set(spec, dev) for spec in specs]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 Follows the published rules of Spider's evaluation.py in match mode: SELECT, WHERE,
 GROUP BY, HAVING, ORDER BY, LIMIT (present or not), the INTERSECT / UNION / EXCEPT
-branch and nested queries must agree as sets of units; literal values are ignored;
-aliases are resolved to table names; a foreign-key column counts as the primary key
-it references; join conditions are not compared, the set of tables is; DISTINCT is ignored
+branch and nested queries must agree as multisets of units, in any order; literal values
+are ignored; aliases are resolved to table names; a foreign-key column counts as the primary
+key it references; join conditions are not compared, the multiset of tables is; DISTINCT is ignored
 (the official script's DISABLE_DISTINCT, on in both taoyds/spider and test-suite-sql-eval).
 """
 
