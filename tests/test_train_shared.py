@@ -111,3 +111,48 @@ def test_gradient_checkpointing_keeps_unshared_gradients_and_other_models_alone(
     assert not any(getattr(layer, "_mlx_sql_checkpoint", False) for layer in other.layers)
     assert checkpointing_applies(TrainConfig(grad_checkpoint=True, batching="unshared"))
     assert not checkpointing_applies(TrainConfig(grad_checkpoint=True, batching="schema_shared"))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gemma3_text", "phi3"])
+def test_output_head_is_the_models_own(tiny_model, arch):
+    from mlx_sql.train.losses import output_logits
+
+    model, _ = load(str(tiny_model(arch)))
+    model.set_dtype(mx.float32)
+    tokens = mx.array([[3, 17, 42, 99, 7, 250]])
+    np.testing.assert_allclose(np.array(output_logits(model, model.model(tokens))), np.array(model(tokens)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _full_logit_losses(model, batch):
+    """The reference: logits at every position, then the loss mask (what the trainer did before)."""
+    from mlx_sql.train.prefix_cache import CollectCache, PrefixCache
+
+    inputs, targets, mask = batch.tokens[:, :-1], batch.tokens[:, 1:], batch.mask[:, 1:]
+    if batch.prefix is None:
+        logits = model(inputs)
+    else:
+        collect = [CollectCache() for _ in model.layers]
+        model.model(batch.prefix, cache=collect)
+        logits = model(inputs, cache=[PrefixCache(c.keys, c.values) for c in collect])
+    losses = nn.losses.cross_entropy(logits, targets, reduction="none") * mask
+    return losses.sum(axis=1), mask.sum(axis=1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_completion_only_logits_equal_full_logits(tiny_model, shared):
+    model, tok = lora_model(tiny_model("qwen2"))
+    batch = collate([Encoder(tok).encode(r) for r in library_records()], shared=shared, max_seq_length=4096)
+    sums, counts = example_losses(model, batch)
+    ref_sums, ref_counts = _full_logit_losses(model, batch)
+    np.testing.assert_array_equal(np.array(counts), np.array(ref_counts))
+    np.testing.assert_allclose(np.array(sums), np.array(ref_sums), rtol=1e-5, atol=1e-5)
+
+    def ref_loss(m, b):
+        s, c = _full_logit_losses(m, b)
+        return s.sum(), c.sum()
+
+    (_, _), grads = nn.value_and_grad(model, batch_loss)(model, batch)
+    (_, _), ref_grads = nn.value_and_grad(model, ref_loss)(model, batch)
+    for (name, a), (_, b) in zip(tree_flatten(grads), tree_flatten(ref_grads)):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6, err_msg=name)

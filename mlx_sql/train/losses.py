@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
+import numpy as np
 import mlx.nn as nn
 
 from mlx_sql.train.prefix_cache import CollectCache, PrefixCache
@@ -27,21 +28,42 @@ class Batch:
     truncated: int
 
 
-def _token_losses(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.array:
-    return nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none") * mask
+def output_logits(model: nn.Module, hidden: mx.array) -> mx.array:
+    """The model's own head on final hidden states (mlx-lm's `Model.__call__` after `model.model`)."""
+    if "lm_head" in model:  # untied heads (tied ones are never created, or popped on load)
+        logits = model.lm_head(hidden)
+    else:
+        logits = model.model.embed_tokens.as_linear(hidden)
+    cap = getattr(model, "final_logit_softcapping", None)  # Gemma 2
+    if cap:
+        logits = mx.tanh(logits / cap) * cap
+    return logits
 
 
 def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
-    """Per example: (sum of completion-token losses, number of completion tokens)."""
+    """Per example: (sum of completion-token losses, number of completion tokens).
+
+    The output projection runs only where a token carries loss: with a 150k vocabulary the
+    logits of every prompt position would be a third of a small model's training memory.
+    """
     inputs, targets, mask = batch.tokens[:, :-1], batch.tokens[:, 1:], batch.mask[:, 1:]
     if batch.prefix is None:
-        logits = model(inputs)
+        hidden = model.model(inputs)
     else:
         collect = [CollectCache() for _ in model.layers]
         model.model(batch.prefix, cache=collect)
-        logits = model(inputs, cache=[PrefixCache(c.keys, c.values) for c in collect])
-    losses = _token_losses(logits, targets, mask)
-    return losses.sum(axis=1), mask.sum(axis=1)
+        hidden = model.model(inputs, cache=[PrefixCache(c.keys, c.values) for c in collect])
+    rows, length = mask.shape
+    flat = np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
+    counts = mask.sum(axis=1)
+    if flat.size == 0:
+        return mx.zeros((rows,), dtype=mx.float32), counts
+    picked = mx.array(flat.astype(np.int32))
+    logits = output_logits(model, hidden.reshape(rows * length, -1)[picked])
+    losses = nn.losses.cross_entropy(logits.astype(mx.float32), targets.reshape(-1)[picked], reduction="none")
+    owner = mx.array((flat // length).astype(np.int32))
+    sums = mx.zeros((rows,), dtype=mx.float32).at[owner].add(losses)
+    return sums, counts
 
 
 def batch_loss(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:

@@ -2,8 +2,9 @@
 
 Counted: weights at their dtype or quantization, trainable parameters with their
 gradients and AdamW's two moments (float32), the activations backward needs
-(per layer and token, attention scores per head, less with gradient checkpointing),
-and the logits with their softmax and gradient. Constants are calibrated against
+(per layer and token, attention scores per head, less with gradient checkpointing) in the
+layers that carry adapters, and the logits with their softmax and gradient at the
+completion positions only. Constants are calibrated against
 MLX's measured peak on the tiny test models (see tests/test_plan.py).
 """
 
@@ -28,6 +29,7 @@ USABLE_SHARE = 0.75
 # Fitted to MLX's measured peak on the tiny models (tests/test_plan.py holds them to ±25%).
 LINEAR_FACTOR = 1.0
 ATTENTION_FACTOR = 1.0  # attention probabilities, kept once for backward
+TRANSIENT_ATTENTION = 2.0  # unshared batches: extra copies of one layer's attention scores during its backward
 LOGIT_FACTOR = 6.0  # logits, log-softmax, cross-entropy and their gradients in float32
 TIGHT_SHARE = 0.6
 
@@ -107,31 +109,40 @@ def model_config(recipe: Recipe) -> dict[str, Any]:
         raise MlxSqlError(f"cannot read config.json: {exc}", path) from None
 
 
-def sequence_lengths(recipe: Recipe, encoder: Any = None) -> tuple[int, int]:
-    """(prefix, segment) token lengths of the batch that sets the peak: the data's longest, capped."""
+def sequence_lengths(recipe: Recipe, encoder: Any = None) -> tuple[int, int, int]:
+    """(prefix, segment, completion) token lengths of the batch that sets the peak: the data's longest, capped.
+
+    `completion` is the longest answer (SQL and end of turn): the only positions that get logits.
+    """
     cap = recipe.train.max_seq_length
     train = recipe.data_dir / "train.jsonl"
     if not train.is_file():
-        return (cap * 3 // 4, cap // 4) if recipe.train.batching == "schema_shared" else (0, cap)
+        prefix, segment = (cap * 3 // 4, cap // 4) if recipe.train.batching == "schema_shared" else (0, cap)
+        return prefix, segment, min(segment, 128)
     from mlx_sql.data.examples import QUESTION_HEADER
     from mlx_sql.data.jsonl import iter_jsonl
 
-    longest_prefix, longest_segment = 0, 0
+    longest_prefix, longest_segment, longest_completion = 0, 0, 0
     for _, r in iter_jsonl(train, strict=False):
         if encoder is not None:
             e = encoder.encode(r)
-            p, s = len(e.prefix), len(e.segment)
+            p, s, c = len(e.prefix), len(e.segment), len(e.segment) - e.completion_start
         else:  # no tokenizer at hand: ~3 characters a token, plus the chat template's own tokens
             schema, _, question = r["input"].partition(QUESTION_HEADER)
             p, s = (len(r["instruction"]) + len(schema)) // 3 + 16, (len(question) + len(r["output"])) // 3 + 16
+            c = len(r["output"]) // 3 + 4
         longest_prefix, longest_segment = max(longest_prefix, p), max(longest_segment, s)
+        longest_completion = max(longest_completion, c)
     longest_prefix = min(longest_prefix, cap - min(longest_segment, cap))
+    completion = min(longest_completion, cap)
     if recipe.train.batching == "unshared":
-        return 0, min(cap, longest_prefix + longest_segment)
-    return longest_prefix, min(longest_segment, cap)
+        return 0, min(cap, longest_prefix + longest_segment), completion
+    return longest_prefix, min(longest_segment, cap), completion
 
 
-def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int) -> Plan:
+def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None) -> Plan:
+    """Peak memory of one step. Backward runs only through the layers that carry adapters, so only
+    their activations are kept; logits exist only at the `completion` positions (the loss)."""
     t, m = recipe.train, recipe.model
     dtype_bytes = BYTES[default_dtype(m) if m.dtype == "auto" else m.dtype]
     layer_w = shape.layer_params()
@@ -159,13 +170,16 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int) -> Plan:
         + 4 * shape.intermediate
     per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * 4
                         for b, n, keys in rows)
+    # Unshared batches (attention under MLX's "causal" mask) hold two more copies of one layer's attention
+    # scores while backward runs through it; measured, not seen with the shared prefix's explicit masks.
+    transient = 0.0 if prefix else TRANSIENT_ATTENTION * sum(b * n * shape.heads * keys * 4 for b, n, keys in rows)
     if t.grad_checkpoint and t.batching == "unshared":  # see trainer.checkpointing_applies
         # block inputs kept for every layer; in backward one block is recomputed while the
         # next one's gradients are live, so about two blocks' activations exist at once
-        activations = shape.layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + 2 * per_layer_act
+        activations = layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + 2 * per_layer_act + transient
     else:
-        activations = shape.layers * per_layer_act
-    logit_tokens = batch * segment
+        activations = layers * per_layer_act + transient
+    logit_tokens = batch * min(segment, completion if completion is not None else segment)
     logits = logit_tokens * shape.vocab * 4 * LOGIT_FACTOR  # logits, log-softmax, their gradients
     return Plan(weights, trainable, optimizer, activations, logits, sum(b * n for b, n, _ in rows))
 
@@ -209,8 +223,8 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
         from mlx_sql.train.encode import Encoder
 
         encoder = Encoder(load_tokenizer(recipe.model))
-    prefix, segment = sequence_lengths(recipe, encoder)
-    plan = estimate(shape, recipe, prefix, segment)
+    prefix, segment, completion = sequence_lengths(recipe, encoder)
+    plan = estimate(shape, recipe, prefix, segment, completion)
     memory = machine_memory()
     advice = []
     if plan.total > TIGHT_SHARE * memory:
@@ -225,6 +239,6 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
                                                      for s, v in change.items()})
             p, s = (prefix, segment) if "max_seq_length" not in text else (min(prefix, t.max_seq_length // 4),
                                                                              min(segment, t.max_seq_length // 2))
-            if estimate(shape, changed, p, s).total <= TIGHT_SHARE * memory:
+            if estimate(shape, changed, p, s, min(completion, s)).total <= TIGHT_SHARE * memory:
                 advice.append(f"--set {text}")
     return plan, verdicts(plan, memory), advice
