@@ -86,7 +86,7 @@ def _same_sql(a: Path, b: Path) -> int:
 
 
 def _acc(summary: dict) -> str:
-    return f"EX {summary['all']['execution_accuracy']:.1f}%, EM {summary['all']['exact_match']:.1f}%"
+    return f"EX {summary['all']['execution_accuracy']:.1f}%, EM {summary['all']['exact_set_match']:.1f}%"
 
 
 def run_demo(recipe: Recipe, run_dir: Path, ui: StageUI | None = None) -> DemoResult:
@@ -180,7 +180,7 @@ def write_demo_report(result: DemoResult, recipe: Recipe) -> None:
              result.comparison_table,
              f"{result.gained} questions flipped to correct, {result.lost} to wrong.", "",
              f"The fused model as a {recipe.export.gguf_dtype} GGUF in llama.cpp: EX {g['execution_accuracy']:.1f}%, "
-             f"EM {g['exact_match']:.1f}%, the same SQL as MLX on {result.same_sql} of {g['count']} questions.", "",
+             f"EM {g['exact_set_match']:.1f}%, the same SQL as MLX on {result.same_sql} of {g['count']} questions.", "",
              f"Ollama: `{result.ollama_command}`", "",
              "| stage | seconds |", "|---|---:|",
              *(f"| {stage} | {s:.0f} |" for stage, s in result.seconds.items()),

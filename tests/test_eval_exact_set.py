@@ -69,3 +69,64 @@ def test_differences_in_a_component_break_the_match(gold, pred, component):
 
 def test_unparseable_never_matches():
     assert not exact_set_match("SELECT name FROM singer", "SELEC name FRM singer", SCHEMA)
+
+
+# A fan names two singers: both columns are foreign keys to singer.singer_id.
+FANS = Schema("music", [*SCHEMA.tables, Table("fan", [Column("fan_id", "INT", True), Column("singer_id"),
+                                                      Column("idol_id")])],
+              [*SCHEMA.foreign_keys, ForeignKey("fan", "singer_id", "singer", "singer_id"),
+               ForeignKey("fan", "idol_id", "singer", "singer_id")])
+
+
+def test_chained_set_operations_keep_every_branch():
+    a = "SELECT name FROM singer WHERE age > 30"
+    b = "SELECT name FROM singer WHERE country = 'x'"
+    c = "SELECT name FROM singer WHERE age < 20"
+    gold = f"{a} UNION {b} EXCEPT {c}"
+    assert exact_set_match(gold, gold, SCHEMA)
+    assert exact_set_match(gold, f"{a} UNION SELECT name FROM singer WHERE country = 'y' EXCEPT {c}", SCHEMA)
+    assert not exact_set_match(gold, f"{a} EXCEPT {c}", SCHEMA)             # B dropped
+    assert not exact_set_match(gold, f"{a} INTERSECT {b} EXCEPT {c}", SCHEMA)  # B's operator differs
+    assert not exact_set_match(gold, f"{a} UNION {b} INTERSECT {c}", SCHEMA)   # C's operator differs
+
+
+def test_foreign_keys_count_as_their_key_only_for_the_outer_querys_tables():
+    # the INTERSECT half reads `fan`, which is not in the outer FROM: its columns stay themselves
+    gold = "SELECT singer_id FROM singer_in_concert INTERSECT SELECT idol_id FROM fan"
+    assert not exact_set_match(gold, "SELECT singer_id FROM singer_in_concert INTERSECT SELECT singer_id FROM fan",
+                               FANS)
+    # a column of an outer-FROM table still counts as the key it references, in either half
+    gold = "SELECT singer_id FROM singer_in_concert INTERSECT SELECT singer_id FROM singer_in_concert WHERE concert_id > 1"
+    pred = "SELECT singer_id FROM singer_in_concert INTERSECT SELECT singer_id FROM singer_in_concert WHERE concert_id > 2"
+    assert exact_set_match(gold, pred, FANS)
+    gold = "SELECT T1.singer_id FROM fan AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id"
+    assert exact_set_match(gold, "SELECT T2.singer_id FROM fan AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id",
+                           FANS)
+    # inside a nested query no column is mapped
+    gold = "SELECT name FROM singer WHERE singer_id IN (SELECT T1.singer_id FROM fan AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id)"
+    pred = "SELECT name FROM singer WHERE singer_id IN (SELECT T2.singer_id FROM fan AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id)"
+    assert not exact_set_match(gold, pred, FANS)
+
+
+def test_distinct_counts_inside_nested_queries_only():
+    gold = "SELECT name FROM singer WHERE singer_id NOT IN (SELECT singer_id FROM singer_in_concert)"
+    assert not exact_set_match(gold, gold.replace("(SELECT singer_id", "(SELECT DISTINCT singer_id"), SCHEMA)
+    assert exact_set_match(gold, gold.replace("SELECT name", "SELECT DISTINCT name"), SCHEMA)
+    nested_count = "SELECT name FROM singer WHERE age > (SELECT count(DISTINCT age) FROM singer)"
+    assert not exact_set_match(nested_count, nested_count.replace("DISTINCT ", ""), SCHEMA)
+    # a set-operation half is rebuilt like the outer query: DISTINCT there is ignored
+    gold = "SELECT name FROM singer INTERSECT SELECT name FROM singer WHERE age > 3"
+    assert exact_set_match(gold, "SELECT name FROM singer INTERSECT SELECT DISTINCT name FROM singer WHERE age > 3",
+                           SCHEMA)
+
+
+def test_nested_queries_compare_as_written():
+    # the official compares a nested query's parse as it stands: clause order and LIMIT's value count there
+    gold = "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer WHERE age > 1 AND country = 'a')"
+    pred = "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer WHERE country = 'a' AND age > 1)"
+    assert not exact_set_match(gold, pred, SCHEMA)
+    gold = "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM singer ORDER BY age LIMIT 1)"
+    assert not exact_set_match(gold, gold.replace("LIMIT 1", "LIMIT 2"), SCHEMA)
+    aliased = ("SELECT name FROM singer WHERE singer_id IN "
+               "(SELECT T9.singer_id FROM singer AS T9 ORDER BY T9.age LIMIT 1)")
+    assert exact_set_match(gold, aliased, SCHEMA)  # aliases are still resolved there

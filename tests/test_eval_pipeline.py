@@ -23,7 +23,7 @@ def gold_file(tmp_path, root, split="dev"):
 def test_gold_scores_100_on_the_mini_benchmark(tmp_path):
     path, questions = gold_file(tmp_path, MINISPIDER)
     report = evaluate_predictions(path, MINISPIDER, "dev", tmp_path / "out", "gold")
-    assert report.summary["all"] == {"count": len(questions), "exact_match": 100.0, "exact_set_match": 100.0,
+    assert report.summary["all"] == {"count": len(questions), "canonical_match": 100.0, "exact_set_match": 100.0,
                                      "execution_accuracy": 100.0}
     levels = {level: report.summary[level]["count"] for level in ("easy", "medium", "hard", "extra")}
     assert all(levels.values()), levels  # the mini benchmark's dev set covers every hardness level
@@ -38,7 +38,7 @@ def test_gold_scores_100_on_real_spider_dev(tmp_path, spider_dir):
     path.write_text((spider_dir / "dev_gold.sql").read_text())
     report = evaluate_predictions(path, spider_dir, "dev", tmp_path / "out", "gold")
     assert report.skipped == 62  # wta_1 is absent
-    assert report.summary["all"] == {"count": 972, "exact_match": 100.0, "exact_set_match": 100.0,
+    assert report.summary["all"] == {"count": 972, "canonical_match": 100.0, "exact_set_match": 100.0,
                                      "execution_accuracy": 100.0}
 
 
@@ -52,7 +52,7 @@ def test_wrong_broken_and_unparseable_predictions_are_scored_not_fatal(tmp_path)
     path = tmp_path / "preds.jsonl"
     path.write_text("\n".join(lines) + "\n")
     report = evaluate_predictions(path, MINISPIDER, "dev", tmp_path / "out", "mixed")
-    flags = [(s.exact_match, s.execution_match) for s in report.scored[:4]]
+    flags = [(s.canonical_match, s.execution_match) for s in report.scored[:4]]
     assert flags == [(False, False)] * 4
     assert report.scored[1].parsed is False and report.scored[3].error == "empty"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -100,3 +100,23 @@ def test_eval_command_on_predictions(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--predictions", str(tmp_path / "nope.sql"),
                               "--data", str(MINISPIDER)], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.sql'}: predictions file not found"
+
+
+def test_a_query_sqlite_rejects_never_earns_em(tmp_path):
+    """`GROUP BY … WHERE …` parses in sqlglot but SQLite refuses it: no EM, no canonical match."""
+    bench = load_benchmark(MINISPIDER)
+    question = next(q for q in bench.questions("dev") if " WHERE " in q.query.upper() and " GROUP BY " in q.query.upper()
+                    and " ORDER BY " not in q.query.upper() and " HAVING " not in q.query.upper())
+    head, group = question.query.split(" GROUP BY ")
+    select, where = head.split(" WHERE ")
+    swapped = f"{select} GROUP BY {group} WHERE {where}"
+    from mlx_sql.eval.exact_set import exact_set_match
+
+    assert exact_set_match(question.query, swapped, bench.schema(question.db_id, "dev"))  # the parse alone matches
+    lines = [json.dumps({"index": question.index, "sql": swapped})]
+    path = tmp_path / "preds.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = evaluate_predictions(path, MINISPIDER, "dev", tmp_path / "out", "swapped")
+    (scored,) = [s for s in report.scored if s.index == question.index]
+    assert "syntax error" in scored.error
+    assert (scored.exact_set_match, scored.canonical_match, scored.execution_match) == (False, False, False)

@@ -33,6 +33,11 @@ class ExecResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def runs(self) -> bool:
+        """SQLite accepted and ran the query (it may still have hit our time or row limit)."""
+        return self.error is None or self.error == "timeout" or self.error.startswith("more than ")
+
 
 def _authorizer(action: int, arg1, arg2, db_name, trigger) -> int:
     if action in _ALLOWED:

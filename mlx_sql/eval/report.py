@@ -17,11 +17,12 @@ ROWS = (*LEVELS, "all")
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    lines = ["| hardness | count | EM % | EX % | Spider exact set match % |", "|---|---:|---:|---:|---:|"]
+    """EM is Spider's exact set match (what papers report); the strict canonical match is our own, stricter one."""
+    lines = ["| hardness | count | EM % | EX % | strict canonical match % |", "|---|---:|---:|---:|---:|"]
     for level in ROWS:
         s = summary[level]
-        lines.append(f"| {level} | {s['count']} | {s['exact_match']:.1f} | {s['execution_accuracy']:.1f} | "
-                     f"{s['exact_set_match']:.1f} |")
+        lines.append(f"| {level} | {s['count']} | {s['exact_set_match']:.1f} | {s['execution_accuracy']:.1f} | "
+                     f"{s['canonical_match']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -31,6 +32,8 @@ def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict 
     write_json(out_dir / "summary.json", {"name": name, **(meta or {}), "summary": summary,
                                           "unparseable_predictions": unparsed})
     write_text(out_dir / "summary.md", f"# {name}\n\n" + markdown_table(summary) +
+               f"\nEM: Spider's exact set match. EX: execution accuracy (test-suite rules). Strict canonical match: "
+               "both queries identical after sqlglot canonicalisation (mlx-sql's own, stricter).\n"
                f"\n{len(unparsed)} predictions did not parse (scored wrong).\n")
     write_jsonl(out_dir / "per_example.jsonl", scored_to_json(scored))
     accuracy_bars(out_dir / "accuracy.png", {name: summary}, title=f"{name}: execution accuracy by hardness")
@@ -59,8 +62,8 @@ def compare_runs(baseline: Path, candidate: Path, out: Path | None = None) -> Co
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for level in ROWS:
         sa, sb = a["summary"][level], b["summary"][level]
-        lines.append(f"| {level} | {sb['count']} | {sa['exact_match']:.1f} | {sb['exact_match']:.1f} | "
-                     f"{sb['exact_match'] - sa['exact_match']:+.1f} | {sa['execution_accuracy']:.1f} | "
+        lines.append(f"| {level} | {sb['count']} | {sa['exact_set_match']:.1f} | {sb['exact_set_match']:.1f} | "
+                     f"{sb['exact_set_match'] - sa['exact_set_match']:+.1f} | {sa['execution_accuracy']:.1f} | "
                      f"{sb['execution_accuracy']:.1f} | {sb['execution_accuracy'] - sa['execution_accuracy']:+.1f} |")
     by_index = {r["index"]: r for r in rows_a}
     gained = [r for r in rows_b if r["execution_match"] and not by_index.get(r["index"], {}).get("execution_match")]

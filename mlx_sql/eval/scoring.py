@@ -1,4 +1,5 @@
-"""Score predictions against gold: exact match, execution accuracy, by hardness."""
+"""Score predictions against gold, by hardness: EM (Spider's exact set match), EX (execution accuracy,
+test-suite rules) and mlx-sql's own strict canonical match (identical after sqlglot canonicalisation)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Scored:
     gold: str
     prediction: str
     hardness: str
-    exact_match: bool
+    canonical_match: bool
     execution_match: bool
     exact_set_match: bool
     parsed: bool
@@ -41,13 +42,14 @@ def score_one(q: Question, prediction: str, bench: Benchmark, split: str, execut
               gold_cache: dict[int, ExecResult]) -> Scored:
     names = schema_names(bench, q.db_id, split)
     gold_canon, pred_canon = canonical(q.query, names), canonical(prediction, names)
-    set_match = exact_set_match(q.query, prediction, bench.schema(q.db_id, split))
-    exact = gold_canon is not None and gold_canon == pred_canon
     db_path = bench.db_path(q.db_id, split)
     if q.index not in gold_cache:
         gold_cache[q.index] = executor.run(db_path, remove_distinct(q.query))
     gold = gold_cache[q.index]
     pred = executor.run(db_path, remove_distinct(prediction)) if prediction.strip() else ExecResult(None, "empty")
+    # a query SQLite rejects (clauses out of order, unknown column) never earns a match, however it parses
+    set_match = pred.runs and exact_set_match(q.query, prediction, bench.schema(q.db_id, split))
+    exact = pred.runs and gold_canon is not None and gold_canon == pred_canon
     execution = gold.ok and pred.ok and results_match(gold.rows, pred.rows, has_order_by(q.query, names))
     error = pred.error or (None if gold.ok else f"gold failed: {gold.error}")
     return Scored(q.index, q.db_id, q.question, q.query, prediction, hardness(q.query), exact, execution,
@@ -69,7 +71,7 @@ def score(questions: Sequence[Question], predictions: Sequence[str], bench: Benc
 
 
 def summarize(scored: Iterable[Scored]) -> dict[str, dict[str, float]]:
-    """{level: {count, exact_match, exact_set_match, execution_accuracy}} for each hardness level and 'all' (percentages)."""
+    """{level: {count, exact_set_match (EM), execution_accuracy (EX), canonical_match}} for each hardness level and 'all' (percentages)."""
     groups: dict[str, list[Scored]] = defaultdict(list)
     for s in scored:
         groups[s.hardness].append(s)
@@ -79,7 +81,7 @@ def summarize(scored: Iterable[Scored]) -> dict[str, dict[str, float]]:
         items = groups.get(level, [])
         n = len(items)
         out[level] = {"count": n,
-                      "exact_match": 100 * sum(s.exact_match for s in items) / n if n else 0.0,
+                      "canonical_match": 100 * sum(s.canonical_match for s in items) / n if n else 0.0,
                       "exact_set_match": 100 * sum(s.exact_set_match for s in items) / n if n else 0.0,
                       "execution_accuracy": 100 * sum(s.execution_match for s in items) / n if n else 0.0}
     return out
