@@ -1,6 +1,6 @@
 """Training throughput: our trainer (schema-shared and unshared) vs `mlx_lm lora`, side by side.
 
-Same model (SmolLM2-135M-Instruct, imported from its PyPI GGUF, float32), same Spider training
+Same model (--model: SmolLM2-135M-Instruct or Qwen2.5-Coder-0.5B-Instruct, imported from its PyPI GGUF, float32), same Spider training
 examples (../shared/spider or --spider), same batch size, LoRA rank/scale/targets, max sequence
 length, learning rate and number of steps. Each run is its own process, so peak memory is its own.
 Prints examples/s, real (non-pad) tokens/s, peak memory, the ratios against mlx-lm, and the mean
@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 
 from results import ROOT, update_section
+
+MODELS = {"smollm2": ("SmolLM2-135M-Instruct", "recipes/smollm2-135m.toml"),
+          "qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml")}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -49,6 +52,7 @@ def main() -> None:
         return mlx_lm_worker(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
+    parser.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--examples", type=int, default=400)
@@ -67,8 +71,9 @@ def main() -> None:
             f"train.batch_size={args.batch_size}", f"train.iters={args.steps}", "train.rank=8", "train.alpha=16",
             "train.lr=1e-4", "train.schedule=constant", "train.warmup_steps=0", "train.dropout=0.0",
             f"train.max_seq_length={args.max_seq_length}", "train.eval_every=100000", "train.save_every=100000",
-            "train.grad_accumulation=1", "model.dtype=float32"]
-    recipe = load_recipe(ROOT / "recipes" / "smollm2-135m.toml", sets)
+            "train.grad_accumulation=1", "train.num_layers=-1", "model.dtype=float32"]
+    title, recipe_file = MODELS[args.model]
+    recipe = load_recipe(ROOT / recipe_file, sets)
     tokenizer = load_tokenizer(recipe.model)
     build_dataset(recipe, tokenizer)  # schema_shared layout: one schema per database, grouped
     model_dir = resolve_model_path(recipe.model)
@@ -79,7 +84,7 @@ def main() -> None:
     results = {}
     for mode in ("schema_shared", "unshared"):
         out = tmp / mode
-        run([sys.executable, "-m", "mlx_sql", "train", str(ROOT / "recipes" / "smollm2-135m.toml"), "--force",
+        run([sys.executable, "-m", "mlx_sql", "train", str(ROOT / recipe_file), "--force",
              *[x for s in sets + [f"train.batching={mode}", f'train.adapter_dir="{out}"'] for x in ("--set", s)]])
         rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][1:]  # skip warm-up step
         results[mode] = {
@@ -121,7 +126,7 @@ def main() -> None:
     base = results["mlx_lm_lora"]
     names = {"schema_shared": "mlx-sql, schema-shared", "unshared": "mlx-sql, unshared",
              "mlx_lm_lora": "`mlx_lm lora` (mask-prompt)"}
-    lines = [f"SmolLM2-135M-Instruct in float32, {args.examples} Spider training examples (mean {mean_tokens:.0f} "
+    lines = [f"{title} in float32, {args.examples} Spider training examples (mean {mean_tokens:.0f} "
              f"tokens with the chat template), batch {args.batch_size}, LoRA rank 8 (scale 2) on all seven projections "
              f"of all layers, lr 1e-4, max_seq_length {args.max_seq_length}, {args.steps} steps each with the first "
              "(warm-up) step excluded; each run in its own process. \"equiv tok/s\" is examples/s × the mean full "
@@ -135,7 +140,10 @@ def main() -> None:
     lines += ["", "Goal: ≥ 1.2× mlx-lm's tokens/s at ≤ 1.0× its memory. The runs sample different batches "
               "(length buckets differ), so peak memory and mean loss are indicative, not like-for-like."]
     print("\n".join(lines))
-    update_section("train-throughput", "Training throughput (`benchmarks/train_throughput.py`)", "\n".join(lines))
+    key, heading = ("train-throughput", "") if args.model == "smollm2" else (f"train-throughput-{args.model}",
+                                                                             f": {title}")
+    update_section(key, f"Training throughput{heading} (`benchmarks/train_throughput.py --model {args.model}`)",
+                   "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -56,8 +56,27 @@ def training_questions(bench: Benchmark, cfg: DataConfig) -> list[Question]:
     return bench.questions(cfg.train_split)
 
 
+def split_by_database(questions: list[Question], cfg: DataConfig) -> tuple[list[Question], list[Question]]:
+    """Whole databases (seeded order) go to validation until they hold `valid_fraction` of the questions;
+    `max_examples` then caps the training questions. Validation schemas are never seen in training."""
+    by_db: dict[str, list[Question]] = {}
+    for q in questions:
+        by_db.setdefault(q.db_id, []).append(q)
+    order = sorted(by_db)
+    random.Random(f"{cfg.seed}:valid-databases").shuffle(order)
+    want = math.ceil(len(questions) * cfg.valid_fraction) if cfg.valid_fraction > 0 else 0
+    valid: list[Question] = []
+    while order and len(valid) < want and len(order) > 1:
+        valid.extend(by_db[order.pop()])
+    train = [q for db_id in order for q in by_db[db_id]]
+    random.Random(cfg.seed).shuffle(train)
+    return train[: cfg.max_examples or len(train)], valid
+
+
 def split_questions(questions: list[Question], cfg: DataConfig) -> tuple[list[Question], list[Question]]:
     """Seeded shuffle, optional cap, then the first `valid_fraction` become the validation set."""
+    if cfg.valid_by == "database":
+        return split_by_database(questions, cfg)
     order = list(questions)
     random.Random(cfg.seed).shuffle(order)
     if cfg.max_examples:

@@ -1,0 +1,127 @@
+"""Choosing a recipe without looking at Spider dev: execution accuracy on databases held out of Spider train.
+
+`data.valid_by = "database"` carves whole Spider *train* databases out of training (seeded), so
+their schemas are as unseen as dev's. Each variant (recipe overrides) is scored on the same
+held-out questions: the base model through llama.cpp on the model's own GGUF (prompt choices:
+schema format, sample rows), and, given --adapter NAME=DIR, trained adapters (training choices)
+through MLX or as a fused q8_0 GGUF. Finished variants are reused from their report folders.
+Writes the "Recipe choices on a validation split" section of RESULTS.md.
+
+    python benchmarks/spider_validation.py --model qwen0.5b --variant ddl= --variant compact=data.schema_format=compact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from results import ROOT, update_section
+
+RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml"),
+           "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),
+           "smollm2": ("SmolLM2-135M-Instruct", "recipes/smollm2-135m.toml")}
+# The split every variant shares: ~5% of Spider train's questions, as whole databases.
+from spider_accuracy import VALIDATION_SPLIT  # noqa: E402
+
+SPLIT = [*VALIDATION_SPLIT, "eval.split=train"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def held_out(recipe) -> list[str]:
+    """The validation databases of this split, from the same code `data build` uses."""
+    from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.data.build import split_questions, training_questions
+
+    bench = load_benchmark(recipe.data.path, recipe.data.layout)
+    questions = [q for q in training_questions(bench, recipe.data) if bench.has_database(q.db_id, "train")]
+    _, valid = split_questions(questions, recipe.data)
+    return sorted({q.db_id for q in valid})
+
+
+def score_variant(recipe, out: Path, name: str, databases: list[str], limit: int, adapter: Path | None,
+                  backend: str, gguf: str | None) -> dict:
+    from mlx_sql.eval.pipeline import evaluate_model
+
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())["summary"]
+    start = time.perf_counter()
+    report = evaluate_model(recipe, out, name, adapter, backend, gguf, resume=True, max_examples=limit,
+                            db_filter=databases)
+    log(f"{name}: EX {report.summary['all']['execution_accuracy']:.1f}% on {report.summary['all']['count']} "
+        f"in {time.perf_counter() - start:.0f} s")
+    return report.summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
+    parser.add_argument("--model", default="qwen0.5b", choices=sorted(RECIPES))
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=override[;override…] for the base model (prompt choices)")
+    parser.add_argument("--adapter", action="append", default=[],
+                        help="NAME=ADAPTER_DIR: a trained adapter, scored with its own saved recipe")
+    parser.add_argument("--adapter-backend", choices=["mlx", "llamacpp"], default="llamacpp",
+                        help="llamacpp: fuse, export q8_0, score the GGUF (fast on a CPU)")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "spider-validation"))
+    args = parser.parse_args()
+
+    from mlx_sql.models.sources import gguf_file
+    from mlx_sql.recipe import load_recipe
+
+    title, recipe_file = RECIPES[args.model]
+    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", *SPLIT]
+    rows: dict[str, dict] = {}
+    databases: list[str] = []
+    for spec in args.variant or ["recipe="]:
+        name, _, sets = spec.partition("=")
+        recipe = load_recipe(ROOT / recipe_file, [*common, *[s for s in sets.split(";") if s]])
+        databases = databases or held_out(recipe)
+        gguf = gguf_file(recipe.model)
+        rows[f"base, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"base-{name}",
+                                              f"{args.model}-base-{name}", databases, args.questions, None,
+                                              "llamacpp", str(gguf) if gguf else None)
+    for spec in args.adapter:
+        name, _, folder = spec.partition("=")
+        adapter = Path(folder)
+        recipe = load_recipe(adapter / "recipe.toml", [*common])
+        databases = databases or held_out(recipe)
+        gguf = None
+        if args.adapter_backend == "llamacpp":
+            from mlx_sql.export.fuse import fuse_adapter
+            from mlx_sql.export.gguf_writer import export_gguf
+
+            gguf = adapter / "fused" / "model-q8_0.gguf"
+            if not gguf.is_file():
+                fuse_adapter(adapter, adapter / "fused")
+                export_gguf(adapter / "fused", gguf, "q8_0")
+        rows[f"LoRA, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"lora-{name}",
+                                              f"{args.model}-lora-{name}", databases, args.questions,
+                                              adapter if args.adapter_backend == "mlx" else None,
+                                              args.adapter_backend, str(gguf) if gguf else None)
+
+    levels = ["easy", "medium", "hard", "extra", "all"]
+    first = next(iter(rows.values()))
+    lines = [f"{title} on {first['all']['count']} questions of {len(databases)} Spider *train* databases held "
+             f"out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)}); base variants "
+             "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs; greedy, max "
+             f"{args.max_tokens} tokens. EM is Spider's exact set match.", "",
+             "| variant | " + " | ".join(f"{lv} EX" for lv in levels) + " | all EM |",
+             "|---|" + "---:|" * (len(levels) + 1)]
+    for label, summary in rows.items():
+        cells = " | ".join(f"{summary[lv]['execution_accuracy']:.1f}" for lv in levels)
+        lines.append(f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |")
+    lines.append("")
+    lines.append("Questions per level: " + ", ".join(f"{lv} {first[lv]['count']}" for lv in levels) + ".")
+    update_section(f"spider-validation-{args.model}", f"Recipe choices on a validation split: {title} "
+                   "(`benchmarks/spider_validation.py`)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
