@@ -51,8 +51,9 @@ def matmul_gflops(n: int = 1024, repeats: int = 3) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def gigabytes(n: float) -> str:
+    """Memory as every command prints it: decimal GB, as MLX's peak-memory figures and "8 GB Mac" count."""
+    return f"{n / 1e9:.1f} GB"
 
 
 def run_doctor(measure: bool = True) -> Report:
@@ -64,7 +65,7 @@ def run_doctor(measure: bool = True) -> Report:
         ("platform", f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"),
         ("mlx", _version("mlx")),
         ("default device", "gpu" if device == mx.gpu else "cpu"),
-        ("memory", f"{gib(total)} total" + (f", {gib(available)} available" if available else "")),
+        ("memory", f"{gigabytes(total)} total" + (f", {gigabytes(available)} available" if available else "")),
         ("mlx-lm", _version("mlx-lm")),
         ("sqlglot", _version("sqlglot")),
         ("gguf", _version("gguf")),

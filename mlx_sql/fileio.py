@@ -16,6 +16,17 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def cache_root() -> Path:
+    """Where imported models, assembled GGUFs and databases built from scripts go (MLX_SQL_CACHE)."""
+    return Path(os.environ.get("MLX_SQL_CACHE", Path.home() / ".cache" / "mlx-sql"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix); rename it over `path` on success."""
@@ -26,6 +37,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files; give them the mode any new file gets here
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -50,6 +63,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() else None

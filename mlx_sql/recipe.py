@@ -96,13 +96,16 @@ class TrainConfig:
     adapter_dir: str | None = _opt(doc="output folder (default adapters/<recipe name>)")
 
 
+BACKENDS = ("mlx", "ollama", "llamacpp")
+
+
 @dataclass
 class EvalConfig:
     metrics: list[str] = _opt(["exact_set_match", "execution_accuracy"], doc="reported metrics: exact_set_match (EM), execution_accuracy (EX), canonical_match")
     split: str = _opt("dev")
     timeout: float = _opt(10.0, min=0.1, max=3600.0, doc="seconds per query")
     max_examples: int | None = _opt(None, min=1)
-    backend: str = _opt("mlx", choices=("mlx", "ollama", "llamacpp"))
+    backend: str = _opt("mlx", choices=BACKENDS)
     max_tokens: int = _opt(256, min=1, max=8192)
     batch_size: int = _opt(8, min=1, max=256)
 
@@ -160,8 +163,18 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# names other tools use for our keys
+ALIASES = {"learning_rate": "lr", "lora_rank": "rank", "r": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
+           "max_seq_len": "max_seq_length", "gradient_accumulation_steps": "grad_accumulation",
+           "num_epochs": "epochs", "num_train_epochs": "epochs", "iterations": "iters", "grad_checkpointing":
+           "grad_checkpoint", "gradient_checkpointing": "grad_checkpoint", "seq_len": "max_seq_length"}
+
+
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    options = list(options)
+    if ALIASES.get(key) in options:
+        return f" (did you mean '{ALIASES[key]}'?)"
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -332,14 +345,19 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     return recipe_from_dict(apply_overrides(raw, overrides), source=path)
 
 
-def dump_recipe(recipe: Recipe) -> str:
-    """The resolved recipe as TOML (saved next to adapters so a run can be reproduced)."""
+def dump_recipe(recipe: Recipe, show_unset: bool = False) -> str:
+    """The resolved recipe as TOML (saved next to adapters so a run can be reproduced).
+
+    `show_unset` also lists the keys without a value, as comments, so every key is on the page.
+    """
     lines = [f"name = {_toml_value(recipe.name)}"]
-    for section, values in recipe.to_dict().items():
-        if section == "name":
-            continue
+    for section in SECTIONS:
         lines.append(f"\n[{section}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        for key, value in dataclasses.asdict(getattr(recipe, section)).items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+            elif show_unset:
+                lines.append(f"# {key} = (unset)")
     return "\n".join(lines) + "\n"
 
 

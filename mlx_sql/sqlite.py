@@ -6,11 +6,12 @@ Benchmark databases are read-only inputs: every connection here is opened with
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.fileio import atomic_path
+from mlx_sql.fileio import atomic_path, cache_root
 
 
 def _decode(raw: bytes) -> str:
@@ -42,6 +43,21 @@ def build_from_script(script: str | Path, db_path: str | Path) -> Path:
         finally:
             conn.close()
     return db_path
+
+
+def database_for_script(script: str | Path) -> Path:
+    """The database a `<db>.sql` script stands for: the `.sqlite` beside it when one exists (used as it is:
+    a user's database is never rebuilt or replaced), else a copy built from the script in the cache,
+    keyed by the script's contents."""
+    script = Path(script)
+    beside = script.with_suffix(".sqlite")
+    if beside.is_file():
+        return beside
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:16]
+    built = cache_root() / "databases" / f"{script.stem}-{digest}" / beside.name
+    if not built.is_file():
+        build_from_script(script, built)
+    return built
 
 
 def quote_identifier(name: str) -> str:

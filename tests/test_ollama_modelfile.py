@@ -102,7 +102,8 @@ def test_make_fuse_and_export_chains_every_step(tiny_recipe, tmp_path):
     from conftest import ROOT
     from mlx_sql.train.trainer import train
 
-    recipe = tiny_recipe("llama", "train.iters=2", "train.lr=1e-2")
+    recipe = tiny_recipe("llama", "train.iters=2", "train.lr=1e-2", 'export.ollama_name="shop-sql"',
+                         "ollama.context_window=1536")
     train(recipe)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -110,10 +111,12 @@ def test_make_fuse_and_export_chains_every_step(tiny_recipe, tmp_path):
     (bin_dir / "ollama").write_text(f"#!/bin/sh\necho \"$@\" > {log}\n")
     (bin_dir / "ollama").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["make", "-s", "fuse-and-export", f"ADAPTER={recipe.adapter_dir}", "GGUF_TYPE=f16",
-                             "NAME=tiny-sql"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(["make", "-s", "fuse-and-export", f"ADAPTER={recipe.adapter_dir}", "GGUF_TYPE=f16"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     fused = recipe.adapter_dir / "fused"
     assert (fused / "model-f16.gguf").is_file() and (fused / "Modelfile").is_file()
     assert "top-1 agreement 100.0%" in result.stdout
-    assert log.read_text().split() == ["create", "tiny-sql", "-f", str(fused / "Modelfile")]
+    # the recipe saved with the adapter names the model and sizes its context
+    assert log.read_text().split() == ["create", "shop-sql", "-f", str(fused / "Modelfile")]
+    assert "PARAMETER num_ctx 1536" in (fused / "Modelfile").read_text()

@@ -177,3 +177,47 @@ def test_train_command_line(recipe_for, tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: {tmp_path / 'nothing'}: no checkpoint to resume from " \
                                      "(train without --resume first)"
+
+
+@pytest.mark.parametrize("mode", ["schema_shared", "unshared"])
+def test_ctrl_c_inside_a_step_resumes_with_that_step(recipe_for, monkeypatch, mode):
+    """Ctrl-C while a step's second micro-batch computes: the resumed run equals the uninterrupted one."""
+    import mlx_sql.train.trainer as trainer
+
+    common = ("train.iters=6", "train.save_every=100", "train.eval_every=1000", "train.grad_accumulation=2",
+              "train.dropout=0.1", f"train.batching={mode}")
+    full = train(recipe_for("llama", *common, name="full", examples=40))
+    part = recipe_for("llama", *common, name="part", examples=40)
+    original, calls = trainer.make_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:  # step 4, second micro-batch
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(part)
+    monkeypatch.setattr(trainer, "make_batch", original)
+    position = json.loads((part.adapter_dir / "checkpoint" / "position.json").read_text())
+    assert (position["step"], position["batches_done"]) == (3, 6)
+    resumed = train(part, resume=True)
+    assert [h.step for h in resumed.history] == [4, 5, 6]
+    np.testing.assert_allclose([h.train_loss for h in resumed.history], [h.train_loss for h in full.history[3:]],
+                               rtol=1e-5)
+    a, b = mx.load(str(full.out_dir / "adapters.safetensors")), mx.load(str(resumed.out_dir / "adapters.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(np.array(a[name]), np.array(b[name]), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_empty_training_data_and_finished_runs_are_errors(recipe_for):
+    from mlx_sql.errors import MlxSqlError
+
+    recipe = recipe_for("llama", "train.iters=2")
+    train(recipe)
+    with pytest.raises(MlxSqlError, match="already finished its 2 steps: nothing to resume"):
+        train(recipe, resume=True)
+    (recipe.data_dir / "train.jsonl").write_text("")
+    with pytest.raises(MlxSqlError, match="no training examples"):
+        train(recipe)

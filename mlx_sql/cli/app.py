@@ -5,6 +5,7 @@ Every user error is one line on stderr and a non-zero exit; `--debug` shows the 
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -17,7 +18,7 @@ from mlx_sql.cli.ui import console, progress_bar
 from mlx_sql.errors import MlxSqlError
 
 app = typer.Typer(help="Finetune small open models for text-to-SQL with MLX, evaluate them, ship them to Ollama.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  invoke_without_command=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Build training data from a Spider/BIRD benchmark.", no_args_is_help=True)
 recipe_app = typer.Typer(help="Check and show recipes.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -25,15 +26,25 @@ app.add_typer(recipe_app, name="recipe")
 export_app = typer.Typer(help="Write GGUF files for llama.cpp and Ollama.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
+def refuse_overwrite(existing: Path, overwrite: bool, alternatives: str) -> None:
+    """A finished run's folder is replaced only when asked: --overwrite."""
+    if existing.exists() and not overwrite:
+        raise MlxSqlError(f"already holds a run ({existing.name}); --overwrite to replace it (or {alternatives})",
+                          existing.parent)
+
+
 SetOption = typer.Option(None, "--set", help="Override a recipe value, e.g. --set train.lr=1e-4 (repeatable).")
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
           version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     if version:
         console.print(f"mlx-sql {__version__}")
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -56,7 +67,7 @@ def recipe_check(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     """Validate a recipe and print it fully resolved (defaults filled in)."""
     from mlx_sql.recipe import dump_recipe, load_recipe
 
-    console.print(dump_recipe(load_recipe(recipe, overrides or [])), markup=False, highlight=False)
+    console.print(dump_recipe(load_recipe(recipe, overrides or []), show_unset=True), markup=False, highlight=False)
 
 
 @data_app.command("build")
@@ -98,6 +109,9 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
 
     stats = ReadStats()
     sum(1 for _ in iter_jsonl(path, RECORD_KEYS, strict=strict, stats=stats))  # stream it; stats count
+    if stats.read == 0:
+        raise MlxSqlError("no records" + (f" ({stats.skipped} bad lines)" if stats.skipped else ": the file is empty"),
+                          path)
     console.print(f"{path}: {stats.read} valid records" + (f", {stats.skipped} bad lines skipped" if stats.skipped else ""))
 
 
@@ -105,6 +119,7 @@ def data_check(path: Path = typer.Argument(..., help="JSONL file of {instruction
 def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
           force: bool = typer.Option(False, "--force", help="Train even when the memory plan says it won't fit."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing adapter folder."),
           overrides: Optional[List[str]] = SetOption) -> None:
     """Finetune the recipe's model (LoRA/DoRA/QLoRA/full) on its train.jsonl; Ctrl-C saves a checkpoint."""
     from mlx_sql.data.build import build_dataset
@@ -113,6 +128,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.train.trainer import train as run_training
 
     cfg = load_recipe(recipe, overrides or [])
+    if not resume:
+        refuse_overwrite(cfg.adapter_dir / "adapter_config.json", overwrite,
+                         "--resume to continue it, --set train.adapter_dir=DIR")
     if not (cfg.data_dir / "train.jsonl").is_file():
         console.print(f"no {cfg.data_dir / 'train.jsonl'} yet: building it first")
         build_dataset(cfg, load_tokenizer(cfg.model))
@@ -142,6 +160,7 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
          overrides: Optional[List[str]] = SetOption) -> None:
     """Predict the run's peak memory before loading anything, with a verdict and what would make it fit."""
     from mlx_sql.recipe import load_recipe
+    from mlx_sql.doctor import gigabytes
     from mlx_sql.train.plan import GB, make_plan
 
     cfg = load_recipe(recipe, overrides or [])
@@ -155,7 +174,7 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     console.print(table)
     colors = {"fits": "green", "tight": "yellow", "won't fit": "red"}
     for v in verdicts:
-        console.print(f"{v.machine} ({v.memory / GB:.0f} GB): [{colors[v.status]}]{v.status}[/]")
+        console.print(f"{v.machine} ({gigabytes(v.memory)}): [{colors[v.status]}]{v.status}[/]")
     for line in advice:
         console.print(f"would fit this machine with: {line}")
 
@@ -179,6 +198,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default results/<name>)."),
              name: Optional[str] = typer.Option(None, "--name", help="Run name in reports."),
              timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query (--predictions)."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
              compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Two report folders: baseline "
                                                           "then candidate (give --compare twice)."),
              overrides: Optional[List[str]] = SetOption) -> None:
@@ -209,17 +229,25 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             if data is None:
                 raise MlxSqlError("eval --predictions needs --data DIR (the benchmark folder)")
             run_name = name or predictions.stem
-            report = evaluate_predictions(predictions, data, split, out or Path("results") / run_name, run_name,
-                                          timeout, advance, total)
+            target = out or Path("results") / run_name
+            refuse_overwrite(target / "summary.json", overwrite, "--out DIR")
+            report = evaluate_predictions(predictions, data, split, target, run_name, timeout, advance, total,
+                                          db or (), max_examples)
         else:
             recipe_path = recipe or (adapter / "recipe.toml" if adapter else None)
             if recipe_path is None:
                 raise MlxSqlError("eval: give --adapter DIR, --recipe FILE, --predictions FILE or --compare A --compare B")
             cfg = load_recipe(recipe_path, overrides or [])
             run_name = name or (adapter.name if adapter else f"{cfg.name}-base")
-            report = evaluate_model(cfg, out or Path("results") / run_name, run_name, adapter,
-                                    backend or cfg.eval.backend, model, resume, max_examples, db or (), advance, total)
+            target = out or Path("results") / run_name
+            if not resume:
+                refuse_overwrite(target / "summary.json", overwrite, "--resume to finish it, --out DIR")
+            report = evaluate_model(cfg, target, run_name, adapter, backend or cfg.eval.backend, model, resume,
+                                    max_examples, db or (), advance, total)
     console.print(markdown_table(report.summary), markup=False)
+    unparsed = sum(not s.parsed for s in report.scored)
+    if unparsed:
+        console.print(f"[yellow]{unparsed} predictions did not parse (scored wrong)[/]")
     if report.skipped:
         console.print(f"[yellow]skipped {report.skipped} questions whose database is missing[/]")
     console.print(f"reports in {report.out_dir}")
@@ -281,19 +309,23 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
                       name: Optional[str] = typer.Option(None, "--name", help="Ollama model name."),
                       tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model folder with the "
                                                                "tokenizer (default: the GGUF's folder)."),
-                      num_ctx: int = typer.Option(4096, "--num-ctx", help="Context window for Ollama."),
+                      num_ctx: Optional[int] = typer.Option(None, "--num-ctx", help="Context window for Ollama "
+                                                            "(default: the adapter recipe's [ollama] context_window)."),
                       create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH.")) -> None:
     """Write a Modelfile next to the GGUF (template, stop tokens, temperature 0) and create the Ollama model."""
     from mlx_lm.utils import load_tokenizer
 
     from mlx_sql.export.ollama import write_modelfile
-    from mlx_sql.recipe import DataConfig
 
     if not gguf.is_file():
         raise MlxSqlError("GGUF file not found", gguf)
+    from mlx_sql.export.ollama import modelfile_settings
+
     folder = tokenizer or gguf.parent
-    model_name = name or (gguf.parent.parent.name if gguf.parent.name == "fused" else gguf.stem)
-    result = write_modelfile(gguf, load_tokenizer(folder), model_name, num_ctx, DataConfig().instruction, create)
+    settings = modelfile_settings(gguf)
+    model_name = name or settings.name
+    result = write_modelfile(gguf, load_tokenizer(folder), model_name, num_ctx or settings.context_window,
+                             settings.instruction, create)
     console.print(f"wrote {result.path} ({result.family} template)")
     if result.created:
         console.print(f"created Ollama model {model_name}: try `ollama run {model_name}`")
@@ -340,8 +372,14 @@ def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file 
                   f"in {result.seconds:.1f} s")
 
 
+def _terminate(signum: int, _frame) -> None:
+    """SIGTERM unwinds like Ctrl-C's SystemExit: context managers close (SQL workers, checkpoints, files)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     blas.reexec_with_openblas()
+    signal.signal(signal.SIGTERM, _terminate)
     debug = "--debug" in sys.argv
     try:
         app(prog_name="mlx-sql")

@@ -17,7 +17,7 @@ from typing import Any
 from mlx_sql.data.schema import Schema, schema_from_tables_json
 from mlx_sql.data.tables_json import write_tables_json_from_scripts
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.sqlite import build_from_script
+from mlx_sql.sqlite import database_for_script
 
 TABLES_KEYS = ("db_id", "table_names_original", "column_names_original", "column_types")
 
@@ -61,8 +61,8 @@ class Benchmark:
         folder = self._split(split).databases / db_id
         sqlite_path = folder / f"{db_id}.sqlite"
         script = folder / f"{db_id}.sql"
-        if script.is_file() and (not sqlite_path.is_file() or sqlite_path.stat().st_mtime < script.stat().st_mtime):
-            build_from_script(script, sqlite_path)
+        if not sqlite_path.is_file() and script.is_file():
+            return database_for_script(script)
         return sqlite_path
 
     def has_database(self, db_id: str, split: str) -> bool:

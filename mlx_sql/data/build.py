@@ -16,6 +16,7 @@ from mlx_sql.data.examples import make_record, render_prompt_completion
 from mlx_sql.data.hub import load_hf_questions
 from mlx_sql.data.pruning import prune_for_training
 from mlx_sql.data.schema import render_schema
+from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_jsonl
 from mlx_sql.recipe import DataConfig, Recipe
 from mlx_sql.sqltools import tables_in_query
@@ -142,6 +143,10 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     questions = training_questions(bench, cfg)
     missing: Counter[str] = Counter(q.db_id for q in questions if not bench.has_database(q.db_id, split))
     usable = [q for q in questions if q.db_id not in missing]
+    if not usable:
+        why = (f"the databases of all {len(questions)} questions are missing (e.g. "
+               f"{bench.db_path(questions[0].db_id, split)})" if questions else "the split has no questions")
+        raise MlxSqlError(f"no training examples to build: {why}", cfg.path)
     train, valid = split_questions(usable, cfg)
     if on_total:
         on_total(len(train) + len(valid))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_sql.fileio import write_json
-from mlx_sql.sqlite import build_from_script, open_readonly, quote_identifier
+from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier
 
 
 def spider_type(declared: str) -> str:
@@ -70,13 +70,13 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def write_tables_json_from_scripts(root: Path) -> Path:
-    """Build every database/<db>/<db>.sql into its .sqlite and write tables.json from them."""
+    """Write tables.json from every database/<db>/<db>.sql (its .sqlite where one exists, else a cached build)."""
     entries = []
     for script in sorted((root / "database").glob("*/*.sql")):
         db_id = script.parent.name
         if script.stem != db_id:
             continue
-        db_path = build_from_script(script, script.with_suffix(".sqlite"))
+        db_path = database_for_script(script)
         conn = open_readonly(db_path)
         try:
             entries.append(tables_entry(db_id, conn))

@@ -13,7 +13,7 @@ from mlx_sql.data.pruning import approx_tokens, prune_for_inference
 from mlx_sql.data.schema import render_schema
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.generate import Backend
-from mlx_sql.recipe import Recipe
+from mlx_sql.recipe import BACKENDS, Recipe
 from mlx_sql.eval.report import write_report
 from mlx_sql.eval.scoring import Scored, read_predictions, score
 
@@ -26,19 +26,43 @@ class EvalReport:
     skipped: int
 
 
+def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (),
+                     max_examples: int | None = None) -> tuple[list[Question], list[Question], int]:
+    """(all questions of the split, those to score, how many lack their database), filters applied.
+
+    An unknown database in `db_filter` or nothing left to score is an error, never a 0% report.
+    """
+    questions = bench.questions(split)
+    known = sorted({q.db_id for q in questions})
+    unknown = [d for d in db_filter if d not in known]
+    if unknown:
+        shown = ", ".join(known[:40]) + (f", … ({len(known)} in all)" if len(known) > 40 else "")
+        raise MlxSqlError(f"no database '{unknown[0]}' in the {split} split (databases: {shown})", bench.root)
+    usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)]
+    skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
+    usable = usable[: max_examples or len(usable)]
+    if not usable:
+        raise MlxSqlError(f"no questions to evaluate in the {split} split (of {len(questions)}, {skipped} have no "
+                          "database file)", bench.root)
+    return questions, usable, skipped
+
+
 def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Path, name: str,
                          timeout: float = 10.0, advance: Callable[[Scored], None] | None = None,
-                         on_total: Callable[[int], None] | None = None) -> EvalReport:
+                         on_total: Callable[[int], None] | None = None, db_filter: Sequence[str] = (),
+                         max_examples: int | None = None) -> EvalReport:
     bench = load_benchmark(data)
-    questions = bench.questions(split)
+    questions, usable, _ = select_questions(bench, split, db_filter, max_examples)
     preds = read_predictions(predictions, questions)
-    kept = [(q, p) for q, p in zip(questions, preds) if bench.has_database(q.db_id, split)]
+    wanted = {q.index for q in usable}
+    kept = [(q, p) for q, p in zip(questions, preds) if q.index in wanted]
     if on_total:
         on_total(len(kept))
     scored = score([q for q, _ in kept], [p for _, p in kept], bench, split, timeout, advance)
+    skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
     summary = write_report(out_dir, name, scored, {"predictions": str(predictions), "data": str(data),
-                                                   "split": split, "skipped_missing_database": len(questions) - len(kept)})
-    return EvalReport(out_dir, summary, scored, len(questions) - len(kept))
+                                                   "split": split, "skipped_missing_database": skipped})
+    return EvalReport(out_dir, summary, scored, skipped)
 
 
 def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, split: str,
@@ -73,6 +97,20 @@ def load_done(path: Path) -> dict[int, dict]:
             except (json.JSONDecodeError, KeyError, ValueError):
                 continue
     return done
+
+
+def backend_model(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None) -> str | None:
+    """What the backend will run, checked: llama.cpp scores the adapter's own fused GGUF, never the base
+    GGUF under the adapter's name."""
+    if backend not in BACKENDS:
+        raise MlxSqlError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "llamacpp" and adapter is not None and model_name is None:
+        fused = adapter / "fused" / f"model-{recipe.export.gguf_dtype}.gguf"
+        if not fused.is_file():
+            raise MlxSqlError(f"the llamacpp backend scores a GGUF and {fused} does not exist: run `make "
+                              f"fuse-and-export ADAPTER={adapter}` first, or give --model FILE.gguf", adapter)
+        return str(fused)
+    return model_name
 
 
 def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None = None) -> Backend:
@@ -117,15 +155,13 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     from mlx_sql.eval.execution import Executor
     from mlx_sql.eval.scoring import score_one
 
+    model_name = backend_model(recipe, adapter, backend, model_name)
     bench = load_benchmark(recipe.data.path, recipe.data.layout)
     split = recipe.eval.split
-    questions = bench.questions(split)
-    usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)]
-    skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
-    usable = usable[: max_examples or recipe.eval.max_examples or len(usable)]
+    _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples)
     if on_total:
         on_total(len(usable))
-    gen = make_backend(recipe, adapter, backend, model_name)
+    gen = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
     tokenizer = getattr(gen, "tokenizer", None)
     count = (lambda t: len(tokenizer.encode(t, add_special_tokens=False))) if tokenizer else approx_tokens
     records = eval_records(bench, usable, recipe, split, count)
@@ -154,6 +190,6 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                 if advance:
                     advance(result)
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
-                                                   "backend": backend, "split": split,
+                                                   "backend": backend, "model": model_name, "split": split,
                                                    "skipped_missing_database": skipped})
     return EvalReport(out_dir, summary, scored, skipped)

@@ -89,9 +89,16 @@ def summarize(scored: Iterable[Scored]) -> dict[str, dict[str, float]]:
 
 def read_predictions(path: Path, questions: Sequence[Question]) -> list[str]:
     """Official format (one SQL a line, optionally `SQL<TAB>db_id`) or JSONL with `index` and `sql`."""
-    if not path.is_file():
+    if not path.exists():
         raise MlxSqlError("predictions file not found", path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if not path.is_file():
+        raise MlxSqlError("not a regular file (give a predictions file)", path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MlxSqlError("not a UTF-8 text file", path) from None
+    if not any(line.strip() for line in lines):
+        raise MlxSqlError("the predictions file is empty", path)
     if lines and lines[0].lstrip().startswith("{"):
         by_index: dict[int, str] = {}
         for n, line in enumerate(lines, 1):

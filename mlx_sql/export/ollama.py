@@ -97,3 +97,25 @@ def write_modelfile(gguf: Path, tokenizer: Any, name: str, num_ctx: int, instruc
                               path)
         return ModelfileResult(path, family, True, command)
     return ModelfileResult(path, family, False, command)
+
+
+@dataclass
+class ModelfileSettings:
+    name: str
+    context_window: int
+    instruction: str
+
+
+def modelfile_settings(gguf: Path) -> ModelfileSettings:
+    """Name, context window and instruction for a GGUF: from the recipe saved with the adapter it was fused
+    from (`adapters/<run>/fused/model.gguf` → `adapters/<run>/recipe.toml`), else the defaults."""
+    from mlx_sql.recipe import DataConfig, OllamaConfig, load_recipe
+
+    fused = gguf.parent.name == "fused"
+    recipe_file = gguf.parent.parent / "recipe.toml" if fused else gguf.parent / "recipe.toml"
+    if recipe_file.is_file():
+        recipe = load_recipe(recipe_file)
+        return ModelfileSettings(recipe.export.ollama_name or recipe.name, recipe.ollama.context_window,
+                                 recipe.data.instruction)
+    name = gguf.parent.parent.name if fused else gguf.stem
+    return ModelfileSettings(name, OllamaConfig().context_window, DataConfig().instruction)

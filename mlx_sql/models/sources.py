@@ -13,13 +13,10 @@ import platform
 from pathlib import Path
 
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import cache_root
 from mlx_sql.recipe import ModelConfig
 
 OLLAMA_MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MLX_SQL_CACHE", Path.home() / ".cache" / "mlx-sql"))
 
 
 def ollama_models_dir() -> Path:

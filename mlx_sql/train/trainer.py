@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,7 +125,11 @@ class Trainer:
         if checkpointing_applies(self.cfg):
             enable_grad_checkpointing(model)
         self.plan = BatchPlan(self.train_path, self.cfg.batch_size, self.shared, self.cfg.seed)
-        self.steps = total_steps(self.cfg, self.plan.batches_per_epoch())
+        batches = self.plan.batches_per_epoch()
+        if batches == 0:
+            raise MlxSqlError("no training examples: the file is empty (did `mlx-sql data build` find the "
+                              "databases?)", self.train_path)
+        self.steps = total_steps(self.cfg, batches)
         self.schedule = make_schedule(self.cfg, self.steps)
         self.optimizer = optim.AdamW(learning_rate=self.schedule,
                                      weight_decay=self.cfg.weight_decay)
@@ -170,6 +177,9 @@ class Trainer:
         position = Position()
         if resume:
             position = load_checkpoint(self.out_dir, self.model, self.optimizer)
+            if position.step >= self.steps:
+                raise MlxSqlError(f"this run already finished its {self.steps} steps: nothing to resume "
+                                  "(raise train.iters or train.epochs to train further)", self.out_dir)
         write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
         stream = self._batches(position)
         history: list[StepReport] = []
@@ -202,15 +212,18 @@ class Trainer:
                            position.seconds)
 
     def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
+        """One optimizer step. `position` changes only once the step is complete, so a checkpoint taken
+        when Ctrl-C lands anywhere inside it resumes with this very step, on the same batches."""
         start = time.perf_counter()
         mx.random.seed(self.cfg.seed * 1_000_003 + position.step)  # dropout masks depend on (seed, step) only
         grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
+        consumed, truncated = 0, 0
         for _ in range(self.cfg.grad_accumulation):
             try:
                 epoch, records = next(stream)
             except StopIteration:
                 return None
-            position.batches_done += 1
+            consumed += 1
             batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
             if batch is None:
                 continue
@@ -221,24 +234,43 @@ class Trainer:
             grads = g if grads is None else tree_map(mx.add, grads, g)
             loss_sum, tokens = loss_sum + loss.item(), tokens + n.item()
             real, examples = real + batch.real_tokens, examples + batch.examples
-            position.truncated += batch.truncated
+            truncated += batch.truncated
         lr = float(self.schedule(mx.array(position.step))) if callable(self.schedule) else float(self.schedule)
-        if grads is not None:
-            grads = tree_map(lambda x: x / tokens, grads)
-            if self.cfg.grad_clip > 0:
-                grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
-            self.optimizer.update(self.model, grads)
-            mx.eval(self.model.trainable_parameters(), self.optimizer.state)
-        position.step += 1
-        position.tokens_seen += real
-        position.examples_seen += examples
-        seconds = time.perf_counter() - start
-        position.seconds += seconds
+        with deferred_interrupt():  # the update and the position move together, or not at all
+            if grads is not None:
+                grads = tree_map(lambda x: x / tokens, grads)
+                if self.cfg.grad_clip > 0:
+                    grads, _ = optim.clip_grad_norm(grads, self.cfg.grad_clip)
+                self.optimizer.update(self.model, grads)
+                mx.eval(self.model.trainable_parameters(), self.optimizer.state)
+            seconds = time.perf_counter() - start
+            position.step += 1
+            position.batches_done += consumed
+            position.truncated += truncated
+            position.tokens_seen += real
+            position.examples_seen += examples
+            position.seconds += seconds
         val = None
         if position.step % self.cfg.eval_every == 0 or position.step == self.steps:
             val = self.validation_loss()
         return StepReport(position.step, self.steps, epoch, loss_sum / tokens if tokens else float("nan"), lr,
                           real / seconds, examples / seconds, mx.get_peak_memory() / 1e9, val, position.truncated)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise it; elsewhere than the main thread, no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def train(recipe: Recipe, resume: bool = False, on_report: Callable[[StepReport], None] | None = None,
