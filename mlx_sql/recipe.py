@@ -50,6 +50,15 @@ class ModelConfig:
 class DataConfig:
     path: str | None = _opt(doc="benchmark folder in Spider or BIRD layout (tables.json, databases)",
                             is_input_path=True)
+    sqlite: str | None = _opt(doc="your own SQLite database file, or a folder of them (instead of path)",
+                              is_input_path=True)
+    pairs: str | None = _opt(doc="question/SQL pairs for `sqlite`: JSONL {question, sql[, db_id]}, the seed format "
+                                 "{instruction, input, output}, or CSV question,sql[,db_id]", is_input_path=True)
+    train_file: str | None = _opt(doc="a ready JSONL of {instruction, input, output} records to train on as it is",
+                                  is_input_path=True)
+    dev_fraction: float = _opt(0.2, min=0.0, max=0.9, doc="own databases: share of pairs held out as the dev split")
+    dev_by: str = _opt("auto", choices=("auto", "question", "database"),
+                       doc="own databases: hold out questions, or whole databases (auto: databases when several)")
     hf_dataset: str | None = _opt(doc="Hugging Face dataset id (or local dataset folder) for the questions")
     layout: str = _opt("auto", choices=("auto", "spider", "bird"))
     train_split: str = _opt("train", choices=("train",), doc="never dev: dev is for evaluation")
@@ -96,7 +105,7 @@ class TrainConfig:
     adapter_dir: str | None = _opt(doc="output folder (default adapters/<recipe name>)")
 
 
-BACKENDS = ("mlx", "ollama", "llamacpp")
+BACKENDS = ("mlx", "ollama", "llamacpp", "openai")
 
 
 @dataclass
@@ -124,6 +133,15 @@ class OllamaConfig:
 
 
 @dataclass
+class OpenAIConfig:
+    base_url: str = _opt("http://127.0.0.1:8080", doc="an OpenAI-compatible server (mlx_lm.server, llama.cpp, "
+                                                      "LM Studio, Ollama's /v1)")
+    model: str = _opt("default", doc="model name the server expects")
+    api_key_env: str = _opt("OPENAI_API_KEY", doc="environment variable holding the key, if the server needs one")
+    timeout: float = _opt(120.0, min=1.0)
+
+
+@dataclass
 class Recipe:
     name: str
     model: ModelConfig
@@ -132,6 +150,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     source: Path | None = None
 
     @property
@@ -150,7 +169,7 @@ class Recipe:
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig,
-    "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig,
+    "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig, "openai": OpenAIConfig,
 }
 MODEL_SOURCES = ("path", "gguf", "ollama", "gguf_package", "gguf_parts")
 EVAL_METRICS = ("exact_set_match", "execution_accuracy", "canonical_match")
@@ -276,9 +295,13 @@ def _check_consistency(recipe: Recipe, where: str) -> None:
         raise MlxSqlError(f"[model] needs exactly one of {', '.join(MODEL_SOURCES)} (found: {found})", where)
     if recipe.model.gguf_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", recipe.model.gguf_sha256):
         raise MlxSqlError("model.gguf_sha256: expected 64 hex digits", where)
-    if not recipe.data.path:
-        raise MlxSqlError("data.path: missing required key (the benchmark folder with tables.json and databases)",
-                          where)
+    d = recipe.data
+    given = [k for k in ("path", "sqlite", "train_file") if getattr(d, k)]
+    if len(given) != 1:
+        raise MlxSqlError("[data] needs exactly one of path (a Spider/BIRD folder), sqlite (your own database, with "
+                          f"pairs) or train_file (ready JSONL) (found: {', '.join(given) or 'none'})", where)
+    if d.sqlite and not d.pairs:
+        raise MlxSqlError("data.pairs: missing (the question/SQL pairs for data.sqlite: JSONL or CSV)", where)
     bad = [m for m in recipe.eval.metrics if m not in EVAL_METRICS]
     if bad:
         raise MlxSqlError(f"eval.metrics: unknown metric '{bad[0]}'{_did_you_mean(bad[0], EVAL_METRICS)}", where)

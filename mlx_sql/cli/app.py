@@ -72,6 +72,8 @@ def recipe_check(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
 
 @data_app.command("build")
 def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+               strict: bool = typer.Option(False, "--strict", help="Own databases: stop if any gold query fails "
+                                           "(else report it and leave the pair out)."),
                overrides: Optional[List[str]] = SetOption) -> None:
     """Write train.jsonl / valid.jsonl with schemas injected, and report token lengths."""
     from mlx_sql.data.build import build_dataset
@@ -86,11 +88,15 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
         tokenizer = None
     with progress_bar("building examples") as (progress, task):
         report = build_dataset(cfg, tokenizer, advance=lambda: progress.advance(task),
-                               on_total=lambda n: progress.update(task, total=n))
+                               on_total=lambda n: progress.update(task, total=n), strict=strict)
+    for line in report.failed_gold:
+        console.print(f"[yellow]left out, the gold query failed:[/] {line}", highlight=False, markup=False)
     console.print(f"wrote [bold]{report.train}[/] train and [bold]{report.valid}[/] valid examples to {report.out_dir}")
     if report.skipped:
         dbs = ", ".join(f"{db} ({n})" for db, n in sorted(report.skipped_missing_db.items()))
         console.print(f"[yellow]skipped {report.skipped} questions whose database is missing:[/] {dbs}")
+    if not report.lengths.prompt:
+        return
     table = Table(title=f"lengths in {report.lengths.unit}")
     table.add_column("part")
     for key in report.lengths.prompt:
@@ -352,6 +358,66 @@ def demo(recipe: Path = typer.Option(Path("recipes/smollm2-135m.toml"), "--recip
                   f"{result.execution_gain:+.1f} points. {cfg.export.gguf_dtype} GGUF in llama.cpp: EX "
                   f"{g['execution_accuracy']:.1f}%, same SQL as MLX on {result.same_sql} of {g['count']}.")
     console.print(f"everything is in {out} (demo.md); Ollama: {result.ollama_command}", highlight=False)
+
+
+@app.command()
+def ask(question: Optional[str] = typer.Argument(None, help="The question; none starts an interactive loop."),
+        db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
+        gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
+        backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai "
+                                              "(default: the recipe's eval.backend)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+        sql_only: bool = typer.Option(False, "--sql-only", help="Print the SQL; do not run it."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per answer (for scripts)."),
+        rows: int = typer.Option(20, "--rows", help="Rows to show (the count is always shown)."),
+        overrides: Optional[List[str]] = SetOption) -> None:
+    """Ask your own database a question: SQL from the model, checked, run read-only, rows shown."""
+    import json as json_module
+
+    from mlx_sql.eval.ask import Asker, ask_recipe
+
+    cfg, default_backend = ask_recipe(adapter, recipe, gguf, overrides or [])
+    with console.status("loading the model"):
+        asker = Asker(cfg, db, backend or default_backend, adapter, model)
+
+    def answer(text: str) -> bool:
+        result = asker.ask(text, execute=not sql_only)
+        if as_json:
+            print(json_module.dumps(result.to_json(), default=str))
+        elif sql_only:
+            print(result.sql)
+        else:
+            console.print(result.sql, style="bold cyan", highlight=False, markup=False)
+            if result.ok:
+                table = Table(*result.columns, show_lines=False)
+                for row in result.rows[:rows]:
+                    table.add_row(*("NULL" if v is None else str(v) for v in row))
+                console.print(table)
+                more = f" (showing {min(rows, len(result.rows))})" if len(result.rows) > rows else ""
+                console.print(f"{len(result.rows)} rows{more}")
+        if not result.ok and not as_json:
+            print(f"error: {db}: {result.error}", file=sys.stderr)
+        return result.ok
+
+    with asker:
+        if question is not None:
+            if not answer(question):
+                raise typer.Exit(1)
+            return
+        console.print(f"asking {asker.db_id} ({len(asker.schema.tables)} tables); an empty line or Ctrl-D ends")
+        while True:
+            try:
+                text = input("question> ")
+            except EOFError:
+                break
+            if not text.strip():
+                break
+            try:
+                answer(text)
+            except MlxSqlError as exc:
+                print(f"error: {exc}", file=sys.stderr)
 
 
 @app.command("import-gguf")

@@ -182,3 +182,18 @@ def _materialize_tables_json(root: Path) -> None:
     tables = root / "tables.json"
     if not tables.is_file() or tables.stat().st_mtime < max(p.stat().st_mtime for p in scripts):
         write_tables_json_from_scripts(root)
+
+
+def recipe_benchmark(recipe: Any, strict: bool = False) -> tuple[Benchmark, Any]:
+    """The benchmark a recipe names: a Spider/BIRD folder, or the user's own databases and pairs, laid out
+    as a Spider folder under the recipe's data folder (and the report of that, else None)."""
+    data = recipe.data
+    if data.sqlite:
+        from mlx_sql.data.own import build_own_benchmark
+
+        report = build_own_benchmark(data, recipe.data_dir / "benchmark", strict)
+        return load_benchmark(report.root, "spider"), report
+    if not data.path:
+        raise MlxSqlError("this recipe trains on data.train_file: it names no benchmark to evaluate on "
+                          "(set data.path or data.sqlite)", recipe.source)
+    return load_benchmark(data.path, data.layout), None

@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mlx_sql.data.benchmark import Benchmark, Question, load_benchmark
-from mlx_sql.data.examples import make_record, render_prompt_completion
+from mlx_sql.data.benchmark import Benchmark, Question, recipe_benchmark
+from mlx_sql.data.examples import RECORD_KEYS, make_record, render_prompt_completion
+from mlx_sql.data.jsonl import iter_jsonl
 from mlx_sql.data.hub import load_hf_questions
 from mlx_sql.data.pruning import prune_for_training
 from mlx_sql.data.schema import render_schema
@@ -38,6 +39,7 @@ class BuildReport:
     valid: int
     skipped_missing_db: dict[str, int]
     lengths: LengthStats
+    failed_gold: list[str] = field(default_factory=list)  # own databases: "file:line: error" per pair left out
 
     @property
     def skipped(self) -> int:
@@ -134,11 +136,29 @@ def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, sp
         yield record
 
 
+def build_from_train_file(recipe: Recipe) -> BuildReport:
+    """A ready {instruction, input, output} JSONL: validated line by line, then split into train/valid."""
+    cfg = recipe.data
+    rng = random.Random(cfg.seed)
+    records = [r for _, r in iter_jsonl(cfg.train_file, RECORD_KEYS)]
+    if not records:
+        raise MlxSqlError("no records to train on: the file is empty", cfg.train_file)
+    if cfg.max_examples:
+        records = records[: cfg.max_examples]
+    valid_ids = set(rng.sample(range(len(records)), min(len(records) - 1, math.ceil(len(records) * cfg.valid_fraction))))
+    out = recipe.data_dir
+    n_train = write_jsonl(out / "train.jsonl", (r for i, r in enumerate(records) if i not in valid_ids))
+    n_valid = write_jsonl(out / "valid.jsonl", (r for i, r in enumerate(records) if i in valid_ids))
+    return BuildReport(out, n_train, n_valid, {}, LengthStats("records"))
+
+
 def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], None] | None = None,
-                  on_total: Callable[[int], None] | None = None) -> BuildReport:
+                  on_total: Callable[[int], None] | None = None, strict: bool = False) -> BuildReport:
     """Write train.jsonl and valid.jsonl for the recipe; each file appears only when complete."""
     cfg = recipe.data
-    bench = load_benchmark(cfg.path, cfg.layout)
+    if cfg.train_file:
+        return build_from_train_file(recipe)
+    bench, own = recipe_benchmark(recipe, strict)
     split = cfg.train_split
     questions = training_questions(bench, cfg)
     missing: Counter[str] = Counter(q.db_id for q in questions if not bench.has_database(q.db_id, split))
@@ -146,7 +166,7 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     if not usable:
         why = (f"the databases of all {len(questions)} questions are missing (e.g. "
                f"{bench.db_path(questions[0].db_id, split)})" if questions else "the split has no questions")
-        raise MlxSqlError(f"no training examples to build: {why}", cfg.path)
+        raise MlxSqlError(f"no training examples to build: {why}", bench.root)
     train, valid = split_questions(usable, cfg)
     if on_total:
         on_total(len(train) + len(valid))
@@ -176,4 +196,5 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared))
     n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure, shared))
     return BuildReport(out, n_train, n_valid, dict(missing),
-                       LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)))
+                       LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)),
+                       own.failed if own else [])

@@ -39,12 +39,15 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
     types = ["text"]
     primary_keys: list[Any] = []
     index: dict[tuple[str, str], int] = {}
+    first_pk: dict[str, str] = {}
     for t_idx, table in enumerate(tables):
         pk_cols = []
         for cid, name, declared, _notnull, _default, pk in conn.execute(f"PRAGMA table_info({quote_identifier(table)})"):
             index[(table.lower(), name.lower())] = len(columns)
             if pk:
                 pk_cols.append((pk, len(columns)))
+                if pk == 1:
+                    first_pk[table.lower()] = name.lower()
             columns.append([t_idx, name])
             types.append(spider_type(declared or ""))
         pk_ids = [i for _, i in sorted(pk_cols)]
@@ -54,7 +57,8 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
     for table in tables:
         for row in conn.execute(f"PRAGMA foreign_key_list({quote_identifier(table)})"):
             src = index.get((table.lower(), row[3].lower()))
-            dst = index.get((row[2].lower(), (row[4] or "").lower()))
+            # `REFERENCES t` without a column means t's primary key
+            dst = index.get((row[2].lower(), (row[4] or first_pk.get(row[2].lower(), "")).lower()))
             if src is not None and dst is not None:
                 foreign_keys.append([src, dst])
     return {

@@ -28,6 +28,7 @@ _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
 class ExecResult:
     rows: tuple[tuple, ...] | None
     error: str | None = None
+    columns: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -61,7 +62,8 @@ def execute_here(db_path: str, sql: str, timeout: float, max_rows: int = MAX_ROW
         rows = cursor.fetchmany(max_rows + 1)
         if len(rows) > max_rows:
             return ExecResult(None, f"more than {max_rows} rows")
-        return ExecResult(tuple(tuple(r) for r in rows))
+        columns = tuple(d[0] for d in cursor.description or ())
+        return ExecResult(tuple(tuple(r) for r in rows), None, columns)
     except sqlite3.OperationalError as exc:
         message = "timeout" if "interrupted" in str(exc) else str(exc)
         return ExecResult(None, message)

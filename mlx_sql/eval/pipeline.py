@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mlx_sql.data.benchmark import Question, load_benchmark
+from mlx_sql.data.benchmark import Question, load_benchmark, recipe_benchmark
 from mlx_sql.data.examples import make_record
 from mlx_sql.data.pruning import approx_tokens, prune_for_inference
 from mlx_sql.data.schema import render_schema
@@ -65,10 +65,26 @@ def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Pat
     return EvalReport(out_dir, summary, scored, skipped)
 
 
+def schema_text(schema: Any, question: str, recipe: Recipe, count_tokens: Callable[[str], int],
+                full: tuple[str, bool] | None = None) -> str:
+    """The schema as a prompt shows it: whole when it fits `schema_token_budget` (so a database's questions
+    share it), else the tables that best match the question, cut to the budget. `full` is the whole
+    rendering and whether it fits, when the caller already has it."""
+    cfg = recipe.data
+    if full is None:
+        rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+        full = rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
+    text, fits = full
+    if fits:
+        return text
+    pruned = prune_for_inference(schema, question, cfg.schema_token_budget, cfg.schema_format, cfg.sample_rows,
+                                 count_tokens)
+    return render_schema(pruned, cfg.schema_format, cfg.sample_rows)
+
+
 def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, split: str,
                  count_tokens: Callable[[str], int]) -> list[dict]:
-    """Prompts for evaluation: the whole schema when it fits the budget (so a database's questions share
-    it), else the tables that best match each question, cut to the budget."""
+    """Prompts for evaluation, each database's whole schema rendered and measured once."""
     cfg = recipe.data
     full: dict[str, tuple[str, bool]] = {}  # per database: rendered schema, and whether it fits the budget
     records = []
@@ -77,11 +93,7 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
         if q.db_id not in full:
             rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
             full[q.db_id] = rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
-        text, fits = full[q.db_id]
-        if not fits:
-            pruned = prune_for_inference(schema, q.question, cfg.schema_token_budget, cfg.schema_format,
-                                         cfg.sample_rows, count_tokens)
-            text = render_schema(pruned, cfg.schema_format, cfg.sample_rows)
+        text = schema_text(schema, q.question, recipe, count_tokens, full[q.db_id])
         records.append({**make_record(q, text, cfg.instruction), "index": q.index})
     return records
 
@@ -117,6 +129,13 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
     from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, OllamaBackend
 
     e, o = recipe.eval, recipe.ollama
+    if backend == "openai":
+        import os
+
+        from mlx_sql.eval.generate import OpenAIBackend
+
+        c = recipe.openai
+        return OpenAIBackend(model_name or c.model, c.base_url, c.timeout, e.max_tokens, os.environ.get(c.api_key_env))
     if backend == "ollama":
         return OllamaBackend(model_name or recipe.export.ollama_name or recipe.name, o.base_url, o.timeout,
                              o.context_window, e.max_tokens)
@@ -156,7 +175,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     from mlx_sql.eval.scoring import score_one
 
     model_name = backend_model(recipe, adapter, backend, model_name)
-    bench = load_benchmark(recipe.data.path, recipe.data.layout)
+    bench, _ = recipe_benchmark(recipe)
     split = recipe.eval.split
     _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples)
     if on_total:

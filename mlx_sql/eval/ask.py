@@ -1,0 +1,119 @@
+"""`mlx-sql ask`: a question about your own SQLite database, answered with SQL and its rows.
+
+Everything is the evaluator's: the schema is read from the database's catalogue and rendered and
+pruned as in training, the SQL comes from the same backends (MLX, llama.cpp, Ollama, any
+OpenAI-compatible server) and the same extraction, it is checked by sqlglot and run in the same
+sandbox (read-only connection, no writes / ATTACH / pragmas / extensions, a timeout, a row cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlx_sql.data.benchmark import Question
+from mlx_sql.data.examples import make_record
+from mlx_sql.data.own import find_databases
+from mlx_sql.data.pruning import approx_tokens
+from mlx_sql.data.schema import schema_from_tables_json
+from mlx_sql.data.tables_json import tables_entry
+from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.execution import Executor
+from mlx_sql.eval.extract import extract_sql
+from mlx_sql.recipe import Recipe
+from mlx_sql.sqlite import open_readonly
+from mlx_sql.sqltools import parse_sqlite
+
+ROW_CAP = 10_000
+
+
+@dataclass
+class Answer:
+    question: str
+    sql: str
+    raw: str
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    error: str | None = None  # why there are no rows: unparseable SQL or SQLite's error
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"question": self.question, "sql": self.sql, "columns": self.columns, "rows": self.rows,
+                "row_count": len(self.rows), "error": self.error}
+
+
+class Asker:
+    """One database, one model: ask as many questions as you like."""
+
+    def __init__(self, recipe: Recipe, db: str | Path, backend: str, adapter: Path | None = None,
+                 model_name: str | None = None, timeout: float = 10.0):
+        from mlx_sql.eval.pipeline import backend_model, make_backend
+
+        (self.db_id, self.db_path), *more = find_databases(db).items()
+        if more or Path(db).is_dir():
+            raise MlxSqlError("ask needs one database file, not a folder", db)
+        conn = open_readonly(self.db_path)
+        try:
+            self.schema = schema_from_tables_json(tables_entry(self.db_id, conn), self.db_path)
+        finally:
+            conn.close()
+        if not self.schema.tables:
+            raise MlxSqlError("the database has no tables", self.db_path)
+        self.recipe = recipe
+        model_name = backend_model(recipe, adapter, backend, model_name)
+        self.backend = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        self.count = (lambda t: len(tokenizer.encode(t, add_special_tokens=False))) if tokenizer else approx_tokens
+        self.executor = Executor(workers=1, timeout=timeout, max_rows=ROW_CAP)
+
+    def prompt(self, question: str) -> dict[str, Any]:
+        from mlx_sql.eval.pipeline import schema_text
+
+        text = schema_text(self.schema, question, self.recipe, self.count)
+        return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction)
+
+    def ask(self, question: str, execute: bool = True) -> Answer:
+        question = question.strip()
+        if not question:
+            raise MlxSqlError("empty question")
+        raw = self.backend.generate(self.prompt(question))
+        sql = extract_sql(raw)
+        if not sql or parse_sqlite(sql) is None:
+            return Answer(question, sql, raw, error="the model's answer is not a SQLite query")
+        if not execute:
+            return Answer(question, sql, raw)
+        result = self.executor.run(self.db_path, sql)
+        if not result.ok:
+            return Answer(question, sql, raw, error=f"SQLite: {result.error}")
+        return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows])
+
+    def close(self) -> None:
+        self.executor.close(kill=True)
+
+    def __enter__(self) -> "Asker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ask_recipe(adapter: Path | None, recipe_file: Path | None, gguf: Path | None,
+               overrides: list[str]) -> tuple[Recipe, str]:
+    """The recipe that describes the model (and how its prompts look), and the backend it implies."""
+    from mlx_sql.recipe import DataConfig, ModelConfig, load_recipe
+
+    given = [x for x in (adapter, recipe_file, gguf) if x is not None]
+    if len(given) != 1:
+        raise MlxSqlError("ask: give one of --adapter DIR, --recipe FILE or --gguf FILE")
+    if gguf is not None:
+        if not gguf.is_file():
+            raise MlxSqlError("GGUF file not found", gguf)
+        return Recipe("ask", ModelConfig(gguf=str(gguf)), DataConfig()), "llamacpp"
+    if adapter is not None and not (adapter / "recipe.toml").is_file():
+        raise MlxSqlError("not a trained adapter folder (no recipe.toml)", adapter)
+    recipe = load_recipe(recipe_file or adapter / "recipe.toml", overrides)
+    return recipe, recipe.eval.backend
