@@ -29,6 +29,7 @@ def test_prediction_within_25_percent_of_measured_peak(recipe_for, arch, overrid
     recipe = recipe_for(arch, *overrides)
     plan, verdicts, _ = make_plan(recipe)
     measured = max(h.peak_memory_gb for h in train(recipe).history) * 1e9  # a whole epoch: the longest batch too
+    print(f"plan {arch} {overrides}: {plan.total / 1e6:.1f} MB predicted, {measured / 1e6:.1f} MB measured", flush=True)
     assert 0.75 <= plan.total / measured <= 1.25, (plan, measured)
     assert verdicts[0].status == "fits" and [v.machine for v in verdicts] == ["this machine", "8 GB Mac", "16 GB Mac"]
 

@@ -180,7 +180,8 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     console.print(table)
     colors = {"fits": "green", "tight": "yellow", "won't fit": "red"}
     for v in verdicts:
-        console.print(f"{v.machine} ({gigabytes(v.memory)}): [{colors[v.status]}]{v.status}[/]")
+        console.print(f"{v.machine} ({gigabytes(v.memory)}): needs ~{gigabytes(v.peak)}: "
+                      f"[{colors[v.status]}]{v.status}[/]")
     for line in advice:
         console.print(f"would fit this machine with: {line}")
 

@@ -70,14 +70,29 @@ def default_dtype(cfg: ModelConfig) -> str:
     return "bfloat16" if platform.system() == "Darwin" and platform.machine() == "arm64" else "float32"
 
 
+def import_folder(gguf: Path, dtype: str) -> Path:
+    """Where the import of this GGUF at this dtype lives in the cache (it may not exist yet)."""
+    stat = gguf.stat()
+    return cache_root() / "imported" / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}-{dtype}"
+
+
 def cached_import(gguf: Path, dtype: str) -> Path:
     from mlx_sql.models.gguf_import import import_gguf
 
-    stat = gguf.stat()
-    out = cache_root() / "imported" / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}-{dtype}"
+    out = import_folder(gguf, dtype)
     if not (out / "config.json").is_file():
         import_gguf(gguf, out, dtype)
     return out
+
+
+def local_model_folder(cfg: ModelConfig) -> Path | None:
+    """The model's folder when it is on disk already (a local path, or a GGUF imported before): no import,
+    no download."""
+    if cfg.path:
+        return Path(cfg.path) if Path(cfg.path).is_dir() else None
+    gguf = gguf_file(cfg)
+    folder = import_folder(gguf, default_dtype(cfg)) if gguf is not None else None
+    return folder if folder is not None and (folder / "config.json").is_file() else None
 
 
 def gguf_file(cfg: ModelConfig) -> Path | None:

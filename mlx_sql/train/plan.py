@@ -85,6 +85,7 @@ class Verdict:
     machine: str
     memory: float
     status: str  # fits | tight | won't fit
+    peak: float = 0.0  # the predicted peak on that machine (a Mac trains in bfloat16 where the recipe says auto)
 
 
 def model_config(recipe: Recipe) -> dict[str, Any]:
@@ -140,9 +141,34 @@ def sequence_lengths(recipe: Recipe, encoder: Any = None) -> tuple[int, int, int
     return longest_prefix, min(longest_segment, cap), completion
 
 
-def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None) -> Plan:
-    """Peak memory of one step. Backward runs only through the layers that carry adapters, so only
-    their activations are kept; logits exist only at the `completion` positions (the loss)."""
+def batch_shapes(recipe: Recipe, encoder: Any) -> set[tuple[int, int, int, int]]:
+    """(rows, prefix, longest segment, completion tokens) of every batch of the first epoch, as the trainer
+    cuts and truncates them: the peak is set by one real batch, not by the longest parts of different ones."""
+    from mlx_sql.train.batches import BatchPlan
+
+    t = recipe.train
+    shared, cap = t.batching == "schema_shared", t.max_seq_length
+    plan = BatchPlan(recipe.data_dir / "train.jsonl", t.batch_size, shared, t.seed, strict=False)
+    out = set()
+    for records in plan.epoch(0):
+        encoded = [e for e in (encoder.encode(r) for r in records) if len(e.segment) < cap]
+        if not encoded:
+            continue
+        completion = sum(len(e.segment) - e.completion_start for e in encoded)
+        segment = max(len(e.segment) for e in encoded)
+        if shared:
+            out.add((len(encoded), min(len(encoded[0].prefix), cap - segment), segment, completion))
+        else:
+            longest = max(min(len(e.prefix), cap - len(e.segment)) + len(e.segment) for e in encoded)
+            out.add((len(encoded), 0, longest, completion))
+    return out
+
+
+def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None,
+             rows: int | None = None, logit_tokens: int | None = None) -> Plan:
+    """Peak memory of one step of `rows` examples (default: the batch size). Backward runs only through the
+    layers that carry adapters, so only their activations are kept; logits exist only at the completion
+    positions (the loss): `logit_tokens` of them, or `completion` per row."""
     t, m = recipe.train, recipe.model
     dtype_bytes = BYTES[default_dtype(m) if m.dtype == "auto" else m.dtype]
     layer_w = shape.layer_params()
@@ -164,22 +190,26 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
     trainable = trainable_params * 4 * 2  # weights (float32) + gradients
     optimizer = trainable_params * 4 * 2  # AdamW first and second moments
 
-    batch = t.batch_size
+    batch = rows or t.batch_size
     rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
     saved_per_token = 10 * shape.hidden + 3 * shape.heads * shape.head_dim + 2 * shape.kv_heads * shape.head_dim \
         + 4 * shape.intermediate
-    per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * 4
+    act = dtype_bytes  # activations live in the compute dtype (float32 on a CPU, bfloat16 on a Mac GPU)
+    per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * act
                         for b, n, keys in rows)
+    if prefix:  # each segment row gets its own copy of the prefix keys and values, joined to its own
+        per_layer_act += 2 * batch * (prefix + segment) * shape.kv_heads * shape.head_dim * act
     # Unshared batches (attention under MLX's "causal" mask) hold two more copies of one layer's attention
     # scores while backward runs through it; measured, not seen with the shared prefix's explicit masks.
-    transient = 0.0 if prefix else TRANSIENT_ATTENTION * sum(b * n * shape.heads * keys * 4 for b, n, keys in rows)
+    transient = 0.0 if prefix else TRANSIENT_ATTENTION * sum(b * n * shape.heads * keys * act for b, n, keys in rows)
     if t.grad_checkpoint and t.batching == "unshared":  # see trainer.checkpointing_applies
         # block inputs kept for every layer; in backward one block is recomputed while the
         # next one's gradients are live, so about two blocks' activations exist at once
-        activations = layers * sum(b * n * shape.hidden * 4 for b, n, _ in rows) + 2 * per_layer_act + transient
+        activations = layers * sum(b * n * shape.hidden * act for b, n, _ in rows) + 2 * per_layer_act + transient
     else:
         activations = layers * per_layer_act + transient
-    logit_tokens = batch * min(segment, completion if completion is not None else segment)
+    if logit_tokens is None:
+        logit_tokens = batch * min(segment, completion if completion is not None else segment)
     logits = logit_tokens * shape.vocab * 4 * LOGIT_FACTOR  # logits, log-softmax, their gradients
     return Plan(weights, trainable, optimizer, activations, logits, sum(b * n for b, n, _ in rows))
 
@@ -205,26 +235,36 @@ def check_fits(recipe: Recipe) -> Plan:
     return plan
 
 
-def verdicts(plan: Plan, this_machine: float) -> list[Verdict]:
+def verdicts(plan: Plan, this_machine: float, mac_plan: Plan | None = None) -> list[Verdict]:
+    """This machine's verdict from `plan`; the Macs' from `mac_plan` (the dtype a Mac would train in)."""
     out = []
     for name, memory in [("this machine", this_machine), *MACS.items()]:
-        share = plan.total / memory
+        peak = (plan if name == "this machine" or mac_plan is None else mac_plan).total
+        share = peak / memory
         status = "fits" if share <= TIGHT_SHARE else "tight" if share <= USABLE_SHARE else "won't fit"
-        out.append(Verdict(name, memory, status))
+        out.append(Verdict(name, memory, status, peak))
     return out
 
 
 def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
     """The estimate, its verdicts, and which single changes bring it under this machine's limit."""
+    from mlx_sql.models.sources import local_model_folder
+
     shape = Shape.from_config(model_config(recipe))
     encoder = None
-    if recipe.model.path and Path(recipe.model.path).is_dir():  # a local tokenizer is cheap to load
-        from mlx_sql.models.tokenizer import load_tokenizer
+    folder = local_model_folder(recipe.model)
+    if folder is not None:  # a tokenizer on disk is cheap to load
+        from mlx_lm.utils import load_tokenizer
+
         from mlx_sql.train.encode import Encoder
 
-        encoder = Encoder(load_tokenizer(recipe.model))
+        encoder = Encoder(load_tokenizer(folder))
     prefix, segment, completion = sequence_lengths(recipe, encoder)
-    plan = estimate(shape, recipe, prefix, segment, completion)
+    peak: dict = dict(prefix=prefix, segment=segment, completion=completion)
+    if encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
+        shapes = [dict(prefix=p, segment=s, rows=n, logit_tokens=c) for n, p, s, c in batch_shapes(recipe, encoder)]
+        peak = max(shapes, key=lambda k: estimate(shape, recipe, **k).total, default=peak)
+    plan = estimate(shape, recipe, **peak)
     memory = machine_memory()
     advice = []
     if plan.total > TIGHT_SHARE * memory:
@@ -241,4 +281,8 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
                                                                              min(segment, t.max_seq_length // 2))
             if estimate(shape, changed, p, s, min(completion, s)).total <= TIGHT_SHARE * memory:
                 advice.append(f"--set {text}")
-    return plan, verdicts(plan, memory), advice
+    mac_plan = None
+    if recipe.model.dtype == "auto":  # a Mac trains in bfloat16 where this CPU uses float32
+        mac = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, dtype="bfloat16"))
+        mac_plan = estimate(shape, mac, **peak)
+    return plan, verdicts(plan, memory, mac_plan), advice
