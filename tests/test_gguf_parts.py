@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import sys
+import uuid
 
 import pytest
 
@@ -21,22 +22,24 @@ def fake_parts(tmp_path, monkeypatch):
     """Install packages fake-model-part1..3 (as pip would lay them out) on sys.path."""
     site = tmp_path / "site"
     chunks = [b"GGUF" + b"a" * 1000, b"b" * 3000, b"c" * 17]
+    # a fresh name per test: importlib.metadata caches what it found on earlier tests' paths
+    name = f"fake{uuid.uuid4().hex[:8]}"
     for i, chunk in enumerate(chunks, 1):
-        module = site / f"fake_model_part{i}"
+        module = site / f"{name}_model_part{i}"
         (module / "data").mkdir(parents=True)
         (module / "__init__.py").write_text("")
-        rel = f"fake_model_part{i}/data/part{i:02d}.bin"
+        rel = f"{name}_model_part{i}/data/part{i:02d}.bin"
         (site / rel).write_bytes(chunk)
-        info = site / f"fake_model_part{i}-1.0.dist-info"
+        info = site / f"{name}_model_part{i}-1.0.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-model-part{i}\nVersion: 1.0\n")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-model-part{i}\nVersion: 1.0\n")
         (info / "RECORD").write_text(f"{rel},{_record_hash(chunk)},{len(chunk)}\n"
-                                     f"fake_model_part{i}/__init__.py,,\n")
+                                     f"{name}_model_part{i}/__init__.py,,\n")
     monkeypatch.syspath_prepend(str(site))
     import importlib
 
     importlib.invalidate_caches()
-    return site, chunks
+    return site, chunks, name
 
 
 def test_expand_parts():
@@ -47,32 +50,33 @@ def test_expand_parts():
 
 
 def test_parts_are_assembled_in_order_checked_and_reused(fake_parts, tmp_path):
-    _, chunks = fake_parts
+    _, chunks, name = fake_parts
     whole = b"".join(chunks)
-    out = assemble_parts("fake-model-part{1..3}", tmp_path / "cache", hashlib.sha256(whole).hexdigest())
+    out = assemble_parts(name + "-model-part{1..3}", tmp_path / "cache", hashlib.sha256(whole).hexdigest())
     assert out.read_bytes() == whole
     assert out.with_suffix(".sha256").read_text().strip() == hashlib.sha256(whole).hexdigest()
     mtime = out.stat().st_mtime_ns
-    assert assemble_parts("fake-model-part{1..3}", tmp_path / "cache") == out
+    assert assemble_parts(name + "-model-part{1..3}", tmp_path / "cache") == out
     assert out.stat().st_mtime_ns == mtime  # reused, not rewritten
 
 
 def test_corrupt_part_is_named_and_nothing_is_left_behind(fake_parts, tmp_path):
-    site, _ = fake_parts
-    (site / "fake_model_part2/data/part02.bin").write_bytes(b"b" * 2999 + b"X")
-    with pytest.raises(MlxSqlError, match=r"package 'fake-model-part2': corrupt chunk \(sha256"):
-        assemble_parts("fake-model-part{1..3}", tmp_path / "cache")
-    (site / "fake_model_part3/data/part03.bin").write_bytes(b"c" * 5)
-    with pytest.raises(MlxSqlError, match=r"package 'fake-model-part3': corrupt chunk \(5 bytes, expected 17\)"):
-        assemble_parts("fake-model-part3", tmp_path / "cache")
+    site, _, name = fake_parts
+    (site / f"{name}_model_part2/data/part02.bin").write_bytes(b"b" * 2999 + b"X")
+    with pytest.raises(MlxSqlError, match=rf"package '{name}-model-part2': corrupt chunk \(sha256"):
+        assemble_parts(name + "-model-part{1..3}", tmp_path / "cache")
+    (site / f"{name}_model_part3/data/part03.bin").write_bytes(b"c" * 5)
+    with pytest.raises(MlxSqlError, match=rf"package '{name}-model-part3': corrupt chunk \(5 bytes, expected 17\)"):
+        assemble_parts(name + "-model-part3", tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("*.gguf")) and not list((tmp_path / "cache").rglob(".*tmp*"))
 
 
 def test_missing_part_and_wrong_checksum(fake_parts, tmp_path):
-    with pytest.raises(MlxSqlError, match=r"package 'fake-model-part4' is not installed: pip install \"mlx-sql\[qwen\]\""):
-        assemble_parts("fake-model-part{1..4}", tmp_path / "cache")
+    _, _, name = fake_parts
+    with pytest.raises(MlxSqlError, match=rf"package '{name}-model-part4' is not installed: pip install \"mlx-sql\[qwen\]\""):
+        assemble_parts(name + "-model-part{1..4}", tmp_path / "cache")
     with pytest.raises(MlxSqlError, match="sha256 .* is not the recipe's 0000"):
-        assemble_parts("fake-model-part{1..3}", tmp_path / "cache", "0" * 64)
+        assemble_parts(name + "-model-part{1..3}", tmp_path / "cache", "0" * 64)
     assert not list((tmp_path / "cache").rglob("*.gguf"))
 
 

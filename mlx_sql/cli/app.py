@@ -144,6 +144,11 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
         from mlx_sql.train.plan import check_fits
 
         check_fits(cfg)
+    import mlx.core as mx
+
+    if mx.distributed.init().rank() != 0:  # launched by mlx.launch: rank 0 alone reports and writes
+        run_training(cfg, resume=resume)
+        return
     with progress_bar("training") as (progress, task):
         def report(r) -> None:
             val = f" val {r.val_loss:.3f}" if r.val_loss is not None else ""

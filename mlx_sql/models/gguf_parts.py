@@ -45,12 +45,11 @@ class Part:
     sha256: str | None  # hex, from the wheel's RECORD
 
 
-def _record_sha(hash_value: str | None) -> str | None:
-    if not hash_value:
+def _record_sha(file_hash) -> str | None:
+    """The hex sha256 of a RECORD entry (importlib.metadata's FileHash: mode 'sha256', urlsafe base64 value)."""
+    if file_hash is None or file_hash.mode != "sha256":
         return None
-    algo, _, b64 = hash_value.partition("=")
-    if algo != "sha256":
-        return None
+    b64 = file_hash.value
     return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
 
 
@@ -71,7 +70,7 @@ def find_part(package: str, extra: str) -> Part:
         raise MlxSqlError(f"package '{package}': chunk file is missing; reinstall it "
                           f"(pip install --force-reinstall {package})", path)
     size = int(entry.size) if entry.size else path.stat().st_size
-    return Part(package, path, size, _record_sha(entry.hash.value if entry.hash else None))
+    return Part(package, path, size, _record_sha(entry.hash))
 
 
 def _copy_checked(part: Part, sink, total) -> None:

@@ -30,6 +30,7 @@ class Position:
     examples_seen: int = 0
     truncated: int = 0
     seconds: float = 0.0
+    world_size: int = 1  # processes that trained it (data-parallel); resume needs the same number
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, position: Position) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_text
@@ -120,6 +120,10 @@ class Trainer:
         if not self.train_path.is_file():
             raise MlxSqlError("no training data: run `mlx-sql data build` with this recipe first", self.train_path)
         self.config = adapter_config(model, self.cfg, base)
+        # one process unless launched by `mlx.launch`: then data-parallel over mx.distributed
+        self.group = mx.distributed.init()
+        self.world, self.rank = self.group.size(), self.group.rank()
+        self.is_main = self.rank == 0
         mx.random.seed(self.cfg.seed)
         apply_adapters(model, self.config)
         if checkpointing_applies(self.cfg):
@@ -129,7 +133,9 @@ class Trainer:
         if batches == 0:
             raise MlxSqlError("no training examples: the file is empty (did `mlx-sql data build` find the "
                               "databases?)", self.train_path)
-        self.steps = total_steps(self.cfg, batches)
+        # every rank walks the same batch plan and takes every world-th micro-batch: N processes with
+        # grad_accumulation A make exactly the steps of one process with accumulation N x A
+        self.steps = total_steps(self.cfg, math.ceil(batches / self.world))
         self.schedule = make_schedule(self.cfg, self.steps)
         self.optimizer = optim.AdamW(learning_rate=self.schedule,
                                      weight_decay=self.cfg.weight_decay)
@@ -149,13 +155,35 @@ class Trainer:
         for i, records in enumerate(plan.epoch(0)):
             if i >= self.cfg.eval_batches:
                 break
+            if i % self.world != self.rank:  # ranks share the validation batches out too
+                continue
             batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
             if batch is None:
                 continue
             loss, n = batch_loss(self.model, batch)
             mx.eval(loss, n)
             total, count = total + loss.item(), count + n.item()
+        total, count = self._all_sum_floats(total, count)
         return total / count if count else None
+
+    def _all_sum_floats(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        summed = mx.distributed.all_sum(mx.array(values, dtype=mx.float32), group=self.group)
+        return summed.tolist()
+
+    def _all_sum_grads(self, grads: Any) -> Any:
+        """One all-reduce for every gradient (flattened): one round trip a step, whatever the adapter count."""
+        if self.world == 1:
+            return grads
+        leaves = tree_flatten(grads)
+        flat = mx.concatenate([g.reshape(-1).astype(mx.float32) for _, g in leaves])
+        flat = mx.distributed.all_sum(flat, group=self.group)
+        out, start = [], 0
+        for name, g in leaves:
+            out.append((name, flat[start:start + g.size].reshape(g.shape).astype(g.dtype)))
+            start += g.size
+        return tree_unflatten(out)
 
     def _metrics_lines(self, upto: int) -> list[str]:
         path = self.out_dir / "metrics.jsonl"
@@ -171,16 +199,24 @@ class Trainer:
             loss_curve(self.out_dir / "loss.png", [r["step"] for r in rows], [r["train_loss"] for r in rows],
                        [r["step"] for r in val], [r["val_loss"] for r in val], title=self.recipe.name)
 
+    def _save(self, position: Position) -> None:
+        if self.is_main:  # rank 0 alone writes; every rank holds the same weights
+            save_checkpoint(self.out_dir, self.model, self.optimizer, position)
+
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.out_dir / "recipe.toml", dump_recipe(self.recipe))
-        position = Position()
+        position = Position(world_size=self.world)
         if resume:
             position = load_checkpoint(self.out_dir, self.model, self.optimizer)
+            if position.world_size != self.world:
+                raise MlxSqlError(f"this run was trained with {position.world_size} process(es); resume it with "
+                                  f"the same number (here: {self.world})", self.out_dir)
             if position.step >= self.steps:
                 raise MlxSqlError(f"this run already finished its {self.steps} steps: nothing to resume "
                                   "(raise train.iters or train.epochs to train further)", self.out_dir)
-        write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.out_dir / "recipe.toml", dump_recipe(self.recipe))
+            write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
         stream = self._batches(position)
         history: list[StepReport] = []
         mx.reset_peak_memory()
@@ -195,35 +231,44 @@ class Trainer:
                 last_train = report.train_loss
                 last_val = report.val_loss if report.val_loss is not None else last_val
                 history.append(report)
-                with open(self.out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(asdict(report)) + "\n")
+                if self.is_main:
+                    with open(self.out_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(asdict(report)) + "\n")
                 if position.step % self.cfg.save_every == 0:
-                    save_checkpoint(self.out_dir, self.model, self.optimizer, position)
-                if self.on_report:
+                    self._save(position)
+                if self.on_report and self.is_main:
                     self.on_report(report)
         except KeyboardInterrupt:
-            save_checkpoint(self.out_dir, self.model, self.optimizer, position)
-            self._finish_outputs()
+            self._save(position)
+            if self.is_main:
+                self._finish_outputs()
             raise
-        save_checkpoint(self.out_dir, self.model, self.optimizer, position)
-        self._finish_outputs()
+        self._save(position)
+        if self.is_main:
+            self._finish_outputs()
         return TrainResult(self.out_dir, position.step, last_train, last_val, position.truncated,
                            trainable_count(self.model), history, position.tokens_seen, position.examples_seen,
                            position.seconds)
 
     def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
         """One optimizer step. `position` changes only once the step is complete, so a checkpoint taken
-        when Ctrl-C lands anywhere inside it resumes with this very step, on the same batches."""
+        when Ctrl-C lands anywhere inside it resumes with this very step, on the same batches.
+
+        Micro-batch m of the step goes to rank m % world; each draws its dropout from (seed, step, m), so
+        the step is the same computation in one process or several.
+        """
         start = time.perf_counter()
-        mx.random.seed(self.cfg.seed * 1_000_003 + position.step)  # dropout masks depend on (seed, step) only
         grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
         consumed, truncated = 0, 0
-        for _ in range(self.cfg.grad_accumulation):
+        for micro in range(self.cfg.grad_accumulation * self.world):
             try:
                 epoch, records = next(stream)
             except StopIteration:
                 return None
             consumed += 1
+            if micro % self.world != self.rank:
+                continue
+            mx.random.seed((self.cfg.seed * 1_000_003 + position.step) * 4099 + micro)
             batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
             if batch is None:
                 continue
@@ -235,6 +280,15 @@ class Trainer:
             loss_sum, tokens = loss_sum + loss.item(), tokens + n.item()
             real, examples = real + batch.real_tokens, examples + batch.examples
             truncated += batch.truncated
+        if self.world > 1:
+            if grads is None:  # this rank's batches held no answer tokens: it still joins the all-reduce
+                grads = tree_map(mx.zeros_like, self.model.trainable_parameters())
+            grads = self._all_sum_grads(grads)
+            loss_sum, tokens, real, examples, truncated = self._all_sum_floats(loss_sum, tokens, real, examples,
+                                                                               truncated)
+            real, examples, truncated = int(real), int(examples), int(truncated)
+            if tokens == 0:
+                grads = None
         lr = float(self.schedule(mx.array(position.step))) if callable(self.schedule) else float(self.schedule)
         with deferred_interrupt():  # the update and the position move together, or not at all
             if grads is not None:
