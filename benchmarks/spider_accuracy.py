@@ -53,6 +53,7 @@ def run_model(key: str, args) -> dict:
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import load_recipe
     from mlx_sql.train.checkpoint import CHECKPOINT_DIR
+    from mlx_sql.errors import MlxSqlError
     from mlx_sql.train.trainer import train
 
     title, recipe_file = MODELS[key]
@@ -75,10 +76,21 @@ def run_model(key: str, args) -> dict:
     if not stats_file.is_file():
         resume = (adapter / CHECKPOINT_DIR / "position.json").is_file()
         log(f"{key}: training{' (resuming)' if resume else ''}")
-        result = train(recipe, resume=resume)
-        stats_file.write_text(json.dumps({"steps": result.steps, "seconds": result.seconds,
-                                          "tokens_seen": result.tokens_seen, "examples_seen": result.examples_seen,
-                                          "train_loss": result.final_train_loss, "val_loss": result.final_val_loss}))
+        try:
+            result = train(recipe, resume=resume)
+            stats = {"steps": result.steps, "seconds": result.seconds, "tokens_seen": result.tokens_seen,
+                     "examples_seen": result.examples_seen, "train_loss": result.final_train_loss,
+                     "val_loss": result.final_val_loss}
+        except MlxSqlError as exc:  # stopped (Ctrl-C) and resumed with --set train.iters=<its step>: take it as is
+            if "already finished" not in str(exc):
+                raise
+            position = json.loads((adapter / CHECKPOINT_DIR / "position.json").read_text())
+            rows = [json.loads(line) for line in (adapter / "metrics.jsonl").read_text().splitlines() if line]
+            val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+            stats = {"steps": position["step"], "seconds": position["seconds"], "tokens_seen": position["tokens_seen"],
+                     "examples_seen": position["examples_seen"], "train_loss": rows[-1]["train_loss"],
+                     "val_loss": val[-1] if val else None}
+        stats_file.write_text(json.dumps(stats))
     stats = json.loads(stats_file.read_text())
     tuned_gguf = adapter / "fused" / "model-q8_0.gguf"
     if args.backend == "llamacpp" and not tuned_gguf.is_file():
@@ -166,7 +178,9 @@ def main() -> None:
     for r in results.values():
         t = r["train"]
         val = f"{t['val_loss']:.3f}" if t["val_loss"] is not None else "–"
-        lines.append(f"| {r['title']} | {r['train_questions']} | {t['seconds'] / 60:.0f} min | {t['steps']} | {t['examples_seen']} | "
+        planned = r["metrics"][0]["total_steps"] if r["metrics"] else t["steps"]
+        steps = f"{t['steps']} of {planned} (stopped early)" if planned != t["steps"] else f"{t['steps']}"
+        lines.append(f"| {r['title']} | {r['train_questions']} | {t['seconds'] / 60:.0f} min | {steps} | {t['examples_seen']} | "
                      f"{t['tokens_seen']:,} | {t['train_loss']:.3f} | {val} |")
     lines += ["", "Memory: the plan (`mlx-sql plan`, the worst batch of the epoch) against the run's measured peak.", "",
               "| model | predicted peak GB | measured peak GB | ratio |", "|---|---:|---:|---:|"]
