@@ -65,16 +65,20 @@ def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Pat
     return EvalReport(out_dir, summary, scored, skipped)
 
 
+def whole_schema(schema: Any, recipe: Recipe, count_tokens: Callable[[str], int]) -> tuple[str, bool]:
+    """The whole schema rendered, and whether it fits `schema_token_budget` (always, without pruning)."""
+    cfg = recipe.data
+    rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+    return rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
+
+
 def schema_text(schema: Any, question: str, recipe: Recipe, count_tokens: Callable[[str], int],
                 full: tuple[str, bool] | None = None) -> str:
     """The schema as a prompt shows it: whole when it fits `schema_token_budget` (so a database's questions
     share it), else the tables that best match the question, cut to the budget. `full` is the whole
     rendering and whether it fits, when the caller already has it."""
     cfg = recipe.data
-    if full is None:
-        rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
-        full = rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
-    text, fits = full
+    text, fits = full if full is not None else whole_schema(schema, recipe, count_tokens)
     if fits:
         return text
     pruned = prune_for_inference(schema, question, cfg.schema_token_budget, cfg.schema_format, cfg.sample_rows,
@@ -91,8 +95,7 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
     for q in questions:
         schema = bench.schema(q.db_id, split)
         if q.db_id not in full:
-            rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
-            full[q.db_id] = rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
+            full[q.db_id] = whole_schema(schema, recipe, count_tokens)
         text = schema_text(schema, q.question, recipe, count_tokens, full[q.db_id])
         records.append({**make_record(q, text, cfg.instruction), "index": q.index})
     return records
