@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup openblas test demo bench bench-quick fuse-and-export help
+.PHONY: setup llama-cpp-wheel openblas test demo bench bench-quick fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp, demo-model and Qwen extras (and OpenBLAS on Linux)"
@@ -22,8 +22,22 @@ setup: openblas
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, cached after)."
+	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, kept in $(WHEELS))."
+	$(MAKE) llama-cpp-wheel
 	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen]"
+
+# On Linux x86_64 llama.cpp is built for AVX2, not -march=native: on Xeons with AMX, native builds get AMX
+# kernels that crash (SIGSEGV in ggml_backend_amx_mul_mat) where the VM does not grant AMX, as on this
+# project's machines. Built once into $(WHEELS); pip's own cache is keyed by version, not by these flags.
+WHEELS := .wheels/llama-cpp-avx2
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+llama-cpp-wheel:
+	@if [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ]; then \
+	  if ! ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-deps --no-cache-dir -w $(WHEELS) "llama-cpp-python>=0.3"; \
+	  fi; \
+	  $(PY) -m pip install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl; \
+	fi
 
 # Debian/Ubuntu's OpenBLAS, installed where we may (root or passwordless sudo); `mlx-sql doctor` advises otherwise.
 openblas:

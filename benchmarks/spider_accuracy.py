@@ -62,6 +62,14 @@ def run_model(key: str, args) -> dict:
             f"data.max_examples={args.train_examples}", *VALIDATION_SPLIT, f"train.epochs={args.epochs}",
             "train.save_every=25", "train.eval_every=100", f"eval.max_tokens={args.max_tokens}", *args.set]
     recipe = load_recipe(ROOT / recipe_file, sets)
+    if args.base_only:  # the published GGUF itself, as `mlx-sql eval --backend llamacpp --model FILE` scores it
+        from mlx_sql.models.sources import gguf_file
+
+        source = gguf_file(recipe.model)
+        if source is None:
+            raise SystemExit(f"{key}: --base-only scores the model's own GGUF, and its recipe names none")
+        base = evaluate(recipe, run / "eval-base-gguf", f"{key}-base", "llamacpp", None, source)
+        return {"title": title, "base": base, "gguf": source.name}
     if not (run / "data" / "train.jsonl").is_file():
         built = build_dataset(recipe, load_tokenizer(recipe.model))
         log(f"{key}: {built.train} train / {built.valid} valid examples")
@@ -110,7 +118,9 @@ def table(results: dict[str, dict]) -> str:
     lines = ["| model | | " + " | ".join(f"{lv} EM | {lv} EX" for lv in levels) + " |",
              "|---|---|" + "---:|---:|" * len(levels)]
     for r in results.values():
-        for label, summary in (("base", r["base"]), ("LoRA", r["tuned"])):
+        for label, summary in (("base", r["base"]), ("LoRA", r.get("tuned"))):
+            if summary is None:
+                continue
             cells = " | ".join(f"{summary[lv]['exact_set_match']:.1f} | {summary[lv]['execution_accuracy']:.1f}"
                                for lv in levels)
             lines.append(f"| {r['title']} | {label} | {cells} |")
@@ -156,12 +166,22 @@ def main() -> None:
     parser.add_argument("--backend", choices=["llamacpp", "mlx"], default="llamacpp")
     parser.add_argument("--out", default=str(ROOT / "runs" / "spider-accuracy"))
     parser.add_argument("--set", action="append", default=[], help="extra recipe override for every model")
+    parser.add_argument("--base-only", action="store_true", help="score each model's own GGUF untrained; no training")
     args = parser.parse_args()
     if not (Path(args.spider) / "tables.json").is_file():
         raise SystemExit(f"no Spider at {args.spider} (give --spider DIR)")
 
     models = args.models.split(",")
     results = {key: run_model(key, args) for key in models}
+    if args.base_only:
+        key = "spider-base-" + "-".join(models)
+        lines = ["Untrained, each model's own GGUF as published (" + ", ".join(f"`{r['gguf']}`" for r in
+                 results.values()) + ") in llama.cpp, the recipe's prompt (schema as CREATE TABLE), greedy, "
+                 f"max {args.max_tokens} tokens, on the Spider dev questions whose database exists.", "",
+                 table(results), "", ANCHORS]
+        update_section(key, "Accuracy on Spider, base models only (`benchmarks/spider_accuracy.py --base-only "
+                       f"--models {args.models}`)", "\n".join(lines))
+        return
     # the default pair keeps its historical section; any other set of models gets a section (and plots) of its own
     key = "spider-accuracy" if models == ["smollm2", "gemma3"] else "spider-accuracy-" + "-".join(models)
     stem = key.replace("-", "_").replace(".", "")

@@ -44,6 +44,8 @@ class ModelConfig:
     quantize: int | None = _opt(None, choices=(4, 8), doc="quantize the base in memory (QLoRA): 4, 8 or 'none'")
     dtype: str = _opt("auto", choices=("auto", "float32", "float16", "bfloat16"),
                       doc="compute dtype; auto = float32 on CPU, bfloat16 on a Mac GPU")
+    eval_only: bool = _opt(False, doc="a model to evaluate, not to finetune here (too big for the 8 GB design "
+                                      "point): train and plan refuse it in one line with the plan's figures")
 
 
 @dataclass
@@ -128,6 +130,8 @@ class ExportConfig:
 @dataclass
 class OllamaConfig:
     base_url: str = _opt("http://localhost:11434")
+    model: str | None = _opt(doc="Ollama model NAME:TAG that eval and ask query (default: export.ollama_name, "
+                                 "then the recipe name)")
     timeout: float = _opt(120.0, min=1.0)
     context_window: int = _opt(4096, min=256)
 

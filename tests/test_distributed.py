@@ -90,3 +90,17 @@ def test_a_rank_that_dies_stops_the_others(tiny_recipe, tmp_path):
     # the launcher stops the surviving rank (mlx.launch's own exit code is 0 either way)
     assert "exited with code" in proc.stderr.read()
     assert len(metrics.read_text().splitlines()) < 400
+
+
+def test_the_plan_for_two_machines_is_what_two_processes_run(tiny_recipe):
+    from mlx_sql.train.plan import cluster_plan
+
+    recipe = tiny_recipe("llama", "train.batch_size=4", "train.grad_accumulation=2", "train.epochs=1",
+                         "train.eval_every=1000", "train.save_every=1000", name="p", examples=40)
+    planned = cluster_plan(recipe, 2, 64e9)
+    assert (planned.micro_batch, planned.grad_accumulation, planned.global_batch) == (4, 1, 8)
+    result = launch(2, "train", recipe.source, *sets(f"train.batch_size={planned.micro_batch}",
+                                                     f"train.grad_accumulation={planned.grad_accumulation}"))
+    assert result.returncode == 0 and "exited with code" not in result.stderr, result.stderr[-3000:]
+    rows = (recipe.adapter_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == planned.steps_per_epoch

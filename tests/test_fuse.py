@@ -32,7 +32,8 @@ def logits_with_adapter(recipe, ids):
     return np.array(model(ids))
 
 
-@pytest.mark.parametrize("arch, method", [("llama", "lora"), ("gemma3_text", "dora"), ("phi3", "lora")])
+@pytest.mark.parametrize("arch, method", [("llama", "lora"), ("gemma3_text", "dora"), ("phi3", "lora"),
+                                          ("phi", "lora")])
 def test_fused_logits_equal_base_plus_adapter(trained, tmp_path, arch, method):
     recipe = trained(arch, f"train.method={method}")
     result = fuse_adapter(recipe.adapter_dir, tmp_path / "fused")

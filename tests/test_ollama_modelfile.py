@@ -43,6 +43,12 @@ def test_template_renders_the_training_prompt(tiny_model, arch, family):
     assert ollama_render(family, default_system(tok, family)) == expected
 
 
+def test_phi2_has_no_chat_template_and_gets_the_plain_layout(tiny_model):
+    tok = load_tokenizer(tiny_model("phi"))
+    assert template_family(tok.chat_template) == "plain"
+    assert ollama_render("plain", "") == render_prompt(tok, RECORD)
+
+
 def test_plain_template_for_models_without_one():
     tok = SimpleNamespace(chat_template=None, eos_token="</s>")
     assert template_family(None) == "plain"

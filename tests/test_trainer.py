@@ -35,12 +35,22 @@ def test_overfits_twenty_examples_to_near_zero(recipe_for):
     assert result.final_train_loss < 0.35, [round(h.train_loss, 2) for h in result.history[::5]]
 
 
-@pytest.mark.parametrize("arch", ["llama", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "phi3", "phi"])
 def test_loss_falls(recipe_for, arch):
     # Random tiny llama/phi3 models (no post-norms) need many more steps for LoRA to memorise;
     # the point here is that the loop learns on each architecture.
     result = train(recipe_for(arch, *FIT, "train.iters=25", examples=20))
     assert result.final_train_loss < 0.75 * result.history[0].train_loss, [h.train_loss for h in result.history]
+
+
+def test_phi2_shared_schema_batches_equal_unshared_losses(recipe_for):
+    """Phi-2 (partial rotary, LayerNorm, biases) through the shared-prefix path: the same first-step loss as
+    full sequences, so its prefix cache is right."""
+    common = ("train.iters=1", "train.eval_every=1000", "train.save_every=1000", "data.valid_fraction=0")
+    shared = train(recipe_for("phi", *common, "train.batching=schema_shared"))
+    unshared = train(recipe_for("phi", *common, "train.batching=unshared"))
+    assert shared.history[0].train_loss > 0
+    assert abs(shared.history[0].train_loss - unshared.history[0].train_loss) < 0.05 * unshared.history[0].train_loss
 
 
 def test_outputs_metrics_plot_and_recipe(recipe_for):

@@ -30,6 +30,7 @@ FAMILIES = {
     "gemma": ("<bos>", "<end_of_turn>", "<pad>", ["<start_of_turn>", "<eos>"], GEMMA),
     "phi3": ("<s>", "<|end|>", "<|endoftext|>", ["<|user|>", "<|assistant|>", "<|system|>"], PHI3),
     "zephyr": ("<s>", "</s>", "</s>", [], ZEPHYR),
+    "codegen": ("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", [], None),  # Phi-2: GPT-2 BPE, no chat template
 }
 # SentencePiece-style (byte-fallback BPE, "▁" for spaces) like the real Phi-3, TinyLlama and Llama 2
 SENTENCEPIECE = {"phi3", "zephyr"}
@@ -45,6 +46,9 @@ ARCHITECTURES = {
                                   rope_local_base_freq=10000.0)),
     "phi3": ("phi3", dict(model_type="phi3", rope_theta=10000.0, tie_word_embeddings=False)),
     "tinyllama": ("zephyr", dict(model_type="llama", rope_theta=10000.0, tie_word_embeddings=False)),
+    # Phi-2's layout: LayerNorm with biases, partial rotary (NeoX order), biased q/k/v/dense and fc1/fc2
+    "phi": ("codegen", dict(model_type="phi", num_key_value_heads=4, partial_rotary_factor=0.5, layer_norm_eps=1e-5,
+                            rope_theta=10000.0)),
 }
 
 
@@ -122,12 +126,13 @@ def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
     return fast
 
 
-def build_tiny_model(arch: str, out: Path, seed: int = 0, **overrides) -> Path:
-    """Write a tiny `arch` model with its tokenizer to `out` and return the folder."""
+def build_tiny_model(arch: str, out: Path, seed: int = 0, vocab_padding: int = 0, **overrides) -> Path:
+    """Write a tiny `arch` model with its tokenizer to `out` and return the folder. `vocab_padding` gives the
+    embedding rows no token uses, as real Phi-2 (51,200 rows, 50,295 tokens) and Qwen have."""
     family, specific = ARCHITECTURES[arch]
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(family, out)
-    config = {**COMMON, **specific, **overrides, "vocab_size": len(tokenizer)}
+    config = {**COMMON, **specific, **overrides, "vocab_size": len(tokenizer) + vocab_padding}
     config["bos_token_id"] = tokenizer.bos_token_id
     config["eos_token_id"] = tokenizer.eos_token_id
     config["pad_token_id"] = tokenizer.pad_token_id

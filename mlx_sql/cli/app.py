@@ -134,6 +134,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.train.trainer import train as run_training
 
     cfg = load_recipe(recipe, overrides or [])
+    from mlx_sql.train.plan import refuse_eval_only
+
+    refuse_eval_only(cfg)  # before building data: that would load the model's tokenizer
     if not resume:
         refuse_overwrite(cfg.adapter_dir / "adapter_config.json", overwrite,
                          "--resume to continue it, --set train.adapter_dir=DIR")
@@ -168,13 +171,19 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
 
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
-         overrides: Optional[List[str]] = SetOption) -> None:
+         overrides: Optional[List[str]] = SetOption,
+         machines: Optional[int] = typer.Option(None, "--machines", help="Also plan a data-parallel run on N "
+                                                "machines (mlx.launch -n N): per-rank memory, batch, all-reduce."),
+         machine_gb: Optional[List[float]] = typer.Option(None, "--machine-gb", help="Memory of each of those "
+                                                          "machines in GB (repeatable; default: 8 and 16 GB Macs).")
+         ) -> None:
     """Predict the run's peak memory before loading anything, with a verdict and what would make it fit."""
     from mlx_sql.recipe import load_recipe
     from mlx_sql.doctor import gigabytes
-    from mlx_sql.train.plan import GB, make_plan
+    from mlx_sql.train.plan import GB, make_plan, refuse_eval_only
 
     cfg = load_recipe(recipe, overrides or [])
+    refuse_eval_only(cfg)
     estimate, verdicts, advice = make_plan(cfg)
     table = Table(title=f"memory plan for {cfg.name}")
     table.add_column("part")
@@ -189,6 +198,39 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
                       f"[{colors[v.status]}]{v.status}[/]")
     for line in advice:
         console.print(f"would fit this machine with: {line}")
+    if machines is not None:
+        from mlx_sql.train.plan import cluster_plan
+
+        for size in machine_gb or [8.0, 16.0]:
+            print_cluster_plan(cluster_plan(cfg, machines, size * GB), cfg)
+
+
+def print_cluster_plan(c, cfg) -> None:
+    from mlx_sql.doctor import gigabytes
+    from mlx_sql.train.plan import LINKS
+
+    colors = {"fits": "green", "tight": "yellow", "won't fit": "red"}
+    console.print(f"[bold]{c.machines} x {gigabytes(c.memory)} machines[/]: each rank needs ~{gigabytes(c.peak)} "
+                  f"with micro-batch {c.micro_batch}: [{colors[c.status]}]{c.status}[/]")
+    if c.status == "won't fit":  # every rank holds the whole model and one micro-batch, as one process does
+        console.print("  more machines do not make a rank smaller: quantize the base (--set model.quantize=4) or "
+                      "shorten train.max_seq_length, then plan again")
+        return
+    steps = f", {c.steps_per_epoch} optimizer steps an epoch" if c.steps_per_epoch is not None else ""
+    if c.global_batch != c.recipe_batch:
+        steps += f"; the recipe's is {c.recipe_batch}: scale train.lr with it"
+    launch = "mlx.launch --hostfile hosts.json --backend ring" if c.machines > 1 else "mlx-sql"
+    console.print(f"  {launch} {'$(which mlx-sql) ' if c.machines > 1 else ''}train {cfg.source} "
+                  f"--set train.batch_size={c.micro_batch} --set train.grad_accumulation={c.grad_accumulation}"
+                  f"  (global batch {c.global_batch}{steps})")
+    if c.machines > 1:
+        links = ", ".join(f"{name} >= {c.ring_bytes / rate:.3g} s" for name, rate in LINKS.items())
+        console.print(f"  all-reduce per step: {megabytes(c.gradient_bytes)} of float32 gradients; each machine "
+                      f"sends {megabytes(c.ring_bytes)} in a ring ({links} at the nominal rate)")
+
+
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 @app.command("eval")

@@ -140,7 +140,7 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         c = recipe.openai
         return OpenAIBackend(model_name or c.model, c.base_url, c.timeout, e.max_tokens, os.environ.get(c.api_key_env))
     if backend == "ollama":
-        return OllamaBackend(model_name or recipe.export.ollama_name or recipe.name, o.base_url, o.timeout,
+        return OllamaBackend(model_name or o.model or recipe.export.ollama_name or recipe.name, o.base_url, o.timeout,
                              o.context_window, e.max_tokens)
     if backend == "llamacpp":
         from mlx_sql.models.sources import gguf_file

@@ -20,9 +20,10 @@ import numpy as np
 
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import atomic_path
-from mlx_sql.models.gguf_names import GEMMA_FAMILY, MODEL_TYPES, hf_to_gguf, is_gemma_norm, rotary_permute
+from mlx_sql.models.gguf_names import (EXPORT_ONLY, GEMMA_FAMILY, MODEL_TYPES, hf_to_gguf, is_gemma_norm,
+                                       rotary_permute)
 
-ARCH_OF = {v: k for k, v in MODEL_TYPES.items()}
+ARCH_OF = {v: k for k, v in {**MODEL_TYPES, **EXPORT_ONLY}.items()}
 DTYPES = ("f16", "q8_0", "q4_0")
 
 
@@ -82,7 +83,10 @@ def _add_metadata(writer, arch: str, config: dict[str, Any], dtype: str) -> None
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
     writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
-    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    if arch == "phi2":  # LayerNorm (mean and bias), not RMSNorm
+        writer.add_layer_norm_eps(float(config.get("layer_norm_eps", 1e-5)))
+    else:
+        writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_rope_dimension_count(int(head_dim * config.get("partial_rotary_factor", 1.0)))
     if head_dim != config["hidden_size"] // heads or arch in GEMMA_FAMILY:
         writer.add_key_length(head_dim)
@@ -113,12 +117,13 @@ def _copy_tokenizer_from_gguf(writer, source: Path) -> None:
         writer.add_key_value(key, field.contents(), vtype, sub)
 
 
-def _vocab_from_json(data: dict) -> tuple[list[str], set[int], dict[str, int]]:
-    """Token strings by id (holes padded), the ids of special added tokens, and token -> id."""
+def _vocab_from_json(data: dict, size: int = 0) -> tuple[list[str], set[int], dict[str, int]]:
+    """Token strings by id, holes and the rows the embedding has beyond the tokenizer (`size`: Phi-2 has
+    51,200 rows for 50,295 tokens) padded as llama.cpp's converter does; special added ids; token -> id."""
     vocab = dict(data["model"]["vocab"])
     for added in data.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
-    tokens = [f"[PAD{i}]" for i in range(max(vocab.values()) + 1)]
+    tokens = [f"[PAD{i}]" for i in range(max(max(vocab.values()) + 1, size))]
     for token, idx in vocab.items():
         tokens[idx] = token
     return tokens, {a["id"] for a in data.get("added_tokens", []) if a.get("special")}, vocab
@@ -134,14 +139,14 @@ def _prepends_space(data: dict) -> bool:
                    and p.get("add_prefix_space", True)) for p in parts)
 
 
-def _sentencepiece_vocab(writer, data: dict) -> tuple[dict[str, int], bool]:
+def _sentencepiece_vocab(writer, data: dict, size: int = 0) -> tuple[dict[str, int], bool]:
     """SentencePiece-style BPE (byte fallback, "▁" for spaces) as llama.cpp's "llama" tokenizer.
 
     llama.cpp merges the adjacent pair whose result has the highest score, Hugging Face the pair with
     the lowest merge rank: so a merged token scores minus its rank, and byte, special and unknown
     tokens get their own token types.
     """
-    tokens, special, vocab = _vocab_from_json(data)
+    tokens, special, vocab = _vocab_from_json(data, size)
     rank = {}
     for r, merge in enumerate(data["model"].get("merges", [])):
         left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
@@ -171,18 +176,20 @@ def _sentencepiece_vocab(writer, data: dict) -> tuple[dict[str, int], bool]:
     return vocab, True
 
 
-def _byte_level_vocab(writer, data: dict) -> tuple[dict[str, int], bool]:
+def _byte_level_vocab(writer, data: dict, size: int = 0) -> tuple[dict[str, int], bool]:
     """GPT-2 style byte-level BPE, with special tokens marked as control tokens."""
-    tokens, special, vocab = _vocab_from_json(data)
+    tokens, special, vocab = _vocab_from_json(data, size)
+    real = set(vocab.values())
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")  # llama.cpp: the GPT-2 split regex
     writer.add_token_list(tokens)
-    writer.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3 = CONTROL, 1 = NORMAL
+    # 3 = CONTROL, 1 = NORMAL, 5 = UNUSED (padding)
+    writer.add_token_types([3 if i in special else 1 if i in real else 5 for i in range(len(tokens))])
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])])
     return vocab, False
 
 
-def _tokenizer_from_json(writer, model_dir: Path) -> None:
+def _tokenizer_from_json(writer, model_dir: Path, size: int = 0) -> None:
     """The tokenizer from tokenizer.json: byte-level BPE (SmolLM2, Qwen2) or SentencePiece-style BPE
     with byte fallback (Llama/TinyLlama, Phi-3, Gemma), with special tokens and the chat template."""
     data = json.loads((model_dir / "tokenizer.json").read_text())
@@ -190,7 +197,7 @@ def _tokenizer_from_json(writer, model_dir: Path) -> None:
         raise MlxSqlError(f"{data['model'].get('type')} tokenizers cannot be converted to GGUF (BPE only)",
                           model_dir / "tokenizer.json")
     convert = _sentencepiece_vocab if data["model"].get("byte_fallback") else _byte_level_vocab
-    vocab, default_add_bos = convert(writer, data)
+    vocab, default_add_bos = convert(writer, data, size)
     config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
         if (model_dir / "tokenizer_config.json").is_file() else {}
     for key, adder in (("bos_token", writer.add_bos_token_id), ("eos_token", writer.add_eos_token_id),
@@ -234,7 +241,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> 
         if source.is_file() and Path(json.loads(source.read_text())["gguf"]).is_file():
             _copy_tokenizer_from_gguf(writer, Path(json.loads(source.read_text())["gguf"]))
         else:
-            _tokenizer_from_json(writer, model_dir)
+            _tokenizer_from_json(writer, model_dir, int(config.get("vocab_size", 0)))
         count = 0
         for name, w in sorted(weights.items()):
             if name == "lm_head.weight" and tied:

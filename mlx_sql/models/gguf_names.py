@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 
-# GGUF architecture name -> mlx-lm model_type
+# GGUF architecture name -> mlx-lm model_type, both ways (import and export)
 MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "gemma": "gemma", "gemma3": "gemma3_text", "phi3": "phi3"}
+# exported only: Phi-2 (mlx-lm "phi", llama.cpp "phi2"); its GGUFs are not imported
+EXPORT_ONLY = {"phi2": "phi"}
 GEMMA_FAMILY = {"gemma", "gemma3"}
 
 _GLOBAL = {
@@ -29,7 +31,20 @@ _BLOCK = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Phi-2: LayerNorms with biases, biased projections, one norm per block, plain two-layer MLP
+_PHI2_GLOBAL = {**_GLOBAL, "output_norm.weight": "model.final_layernorm.weight",
+                "output_norm.bias": "model.final_layernorm.bias", "output.bias": "lm_head.bias"}
+_PHI2_BLOCK = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+               "attn_v": "self_attn.v_proj", "attn_output": "self_attn.dense", "ffn_up": "mlp.fc1",
+               "ffn_down": "mlp.fc2"}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+
+
+def _tables(arch: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(global, per-block) GGUF -> HF name tables of an architecture."""
+    if arch == "phi2":
+        return _PHI2_GLOBAL, _PHI2_BLOCK
+    return _GLOBAL, {**_BLOCK, **_ffn_names(arch)}
 
 
 def _ffn_names(arch: str) -> dict[str, str]:
@@ -43,13 +58,13 @@ def _ffn_names(arch: str) -> dict[str, str]:
 
 def gguf_to_hf(name: str, arch: str) -> str | None:
     """The HF name for a GGUF tensor name, or None if it is not a weight we know."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
+    globals_, table = _tables(arch)
+    if name in globals_:
+        return globals_[name]
     match = _BLOCK_RE.match(name)
     if not match:
         return None
     layer, part, kind = match.groups()
-    table = {**_BLOCK, **_ffn_names(arch)}
     if part not in table:
         return None
     return f"model.layers.{layer}.{table[part]}.{kind}"
@@ -57,14 +72,14 @@ def gguf_to_hf(name: str, arch: str) -> str | None:
 
 def hf_to_gguf(name: str, arch: str) -> str | None:
     """The inverse of gguf_to_hf."""
-    for gguf_name, hf in _GLOBAL.items():
+    globals_, table = _tables(arch)
+    for gguf_name, hf in globals_.items():
         if hf == name:
             return gguf_name
     match = re.match(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$", name)
     if not match:
         return None
     layer, part, kind = match.groups()
-    table = {**_BLOCK, **_ffn_names(arch)}
     for gguf_part, hf_part in table.items():
         if hf_part == part:
             return f"blk.{layer}.{gguf_part}.{kind}"

@@ -58,3 +58,29 @@ def greedy_side_by_side(model: Any, tokenizer: Any, gguf: str | Path, prompt: st
             break
         theirs.append(token)
     return tokenizer.decode(ours), tokenizer.decode(theirs)
+
+
+def greedy_path_gaps(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
+                     max_tokens: int = 32) -> tuple[str, list[float]]:
+    """llama.cpp's greedy continuation, and how far MLX's logits are from choosing each of its tokens.
+
+    Identical greedy text is too strict a test: one near-tie that f16 weights round the other way changes
+    everything after it. Instead MLX scores llama.cpp's path teacher-forced: at each step where it would
+    pick another token, the gap (its best logit minus that token's) goes into the list; a faithful
+    conversion leaves only gaps of float-rounding size.
+    """
+    import mlx.core as mx
+
+    ids = tokenizer.encode(prompt)
+    ref = llama_cpp_model(gguf, n_ctx=2048)
+    theirs: list[int] = []
+    for token in ref.generate(ids, temp=0.0, top_k=1, reset=True):
+        if token == ref.token_eos() or len(theirs) >= max_tokens:
+            break
+        theirs.append(token)
+    if not theirs:
+        return "", []
+    logits = np.asarray(model(mx.array([ids + theirs]))[0, len(ids) - 1:len(ids) - 1 + len(theirs)]
+                        .astype(mx.float32))
+    gaps = [float(logits[i].max() - logits[i, t]) for i, t in enumerate(theirs) if logits[i].argmax() != t]
+    return tokenizer.decode(theirs), gaps

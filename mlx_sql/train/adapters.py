@@ -18,9 +18,10 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_sql.fileio import atomic_path, write_json
 from mlx_sql.recipe import TrainConfig
 
-# recipe projection name -> module names that carry it (phi3 fuses q/k/v and gate/up)
-FUSED = {"q_proj": ("qkv_proj",), "k_proj": ("qkv_proj",), "v_proj": ("qkv_proj",),
-         "gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj",)}
+# recipe projection name -> other module names that carry it: phi3 fuses q/k/v and gate/up; Phi-2 calls
+# the attention output `dense` and its two-layer MLP `fc1` (up) and `fc2` (down)
+FUSED = {"q_proj": ("qkv_proj",), "k_proj": ("qkv_proj",), "v_proj": ("qkv_proj",), "o_proj": ("dense",),
+         "gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj", "fc1"), "down_proj": ("fc2",)}
 
 
 def lora_keys(model: nn.Module, targets: list[str]) -> list[str]:

@@ -48,7 +48,7 @@ def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
     """
     inputs, targets, mask = batch.tokens[:, :-1], batch.tokens[:, 1:], batch.mask[:, 1:]
     if batch.prefix is None:
-        hidden = model.model(inputs)
+        hidden = model.model(inputs, cache=None)  # Phi-2's model takes cache positionally, without a default
     else:
         collect = [CollectCache() for _ in model.layers]
         model.model(batch.prefix, cache=collect)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,20 +45,25 @@ class Shape:
     head_dim: int
     vocab: int
     tied: bool
+    gated: bool = True  # a gate projection beside up/down (all but Phi-2's two-layer MLP)
 
     @classmethod
     def from_config(cls, c: dict[str, Any]) -> "Shape":
         heads = c["num_attention_heads"]
         return cls(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], heads,
                    c.get("num_key_value_heads") or heads, c.get("head_dim") or c["hidden_size"] // heads,
-                   c["vocab_size"], bool(c.get("tie_word_embeddings", True)))
+                   c["vocab_size"], bool(c.get("tie_word_embeddings", c.get("model_type") != "phi")),
+                   c.get("model_type") != "phi")
 
     def projections(self) -> dict[str, tuple[int, int]]:
-        """(in, out) features of each projection in one block."""
+        """(in, out) features of each projection in one block (Phi-2's dense, fc1, fc2 as o, up, down)."""
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
-                "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
-                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+        out = {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+               "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+               "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+        if not self.gated:
+            del out["gate_proj"]
+        return out
 
     def layer_params(self) -> int:
         return sum(i * o for i, o in self.projections().values()) + 4 * self.hidden
@@ -164,6 +170,21 @@ def batch_shapes(recipe: Recipe, encoder: Any) -> set[tuple[int, int, int, int]]
     return out
 
 
+def adapted_layers(shape: Shape, t: Any) -> int:
+    """Blocks that carry adapters (the last `num_layers`; -1 = all)."""
+    return shape.layers if t.num_layers == -1 else min(t.num_layers, shape.layers)
+
+
+def trainable_parameters(shape: Shape, t: Any) -> int:
+    """Parameters the optimizer updates: also the float32 gradient each rank all-reduces every step."""
+    if t.method == "full":
+        return adapted_layers(shape, t) * shape.layer_params()
+    proj = shape.projections()
+    per = sum(t.rank * (proj[k][0] + proj[k][1]) + (proj[k][1] if t.method == "dora" else 0)
+              for k in t.target_modules if k in proj)
+    return adapted_layers(shape, t) * per
+
+
 def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None,
              rows: int | None = None, logit_tokens: int | None = None) -> Plan:
     """Peak memory of one step of `rows` examples (default: the batch size). Backward runs only through the
@@ -179,14 +200,8 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
         per_layer = layer_w * dtype_bytes
     weights = shape.layers * per_layer + shape.embedding_params() * dtype_bytes
 
-    layers = shape.layers if t.num_layers == -1 else min(t.num_layers, shape.layers)
-    if t.method == "full":
-        trainable_params = layers * layer_w
-    else:
-        proj = shape.projections()
-        per = sum(t.rank * (proj[k][0] + proj[k][1]) + (proj[k][1] if t.method == "dora" else 0)
-                  for k in t.target_modules if k in proj)
-        trainable_params = layers * per
+    layers = adapted_layers(shape, t)
+    trainable_params = trainable_parameters(shape, t)
     trainable = trainable_params * 4 * 2  # weights (float32) + gradients
     optimizer = trainable_params * 4 * 2  # AdamW first and second moments
 
@@ -246,8 +261,15 @@ def verdicts(plan: Plan, this_machine: float, mac_plan: Plan | None = None) -> l
     return out
 
 
-def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
-    """The estimate, its verdicts, and which single changes bring it under this machine's limit."""
+@dataclass
+class PeakContext:
+    """What every estimate of one recipe starts from: the model's shape and the batch that sets the peak."""
+    shape: Shape
+    peak: dict[str, Any]  # estimate() keywords of the worst batch
+    lengths: tuple[int, int, int]  # (prefix, segment, completion) of the longest parts, for "what if" estimates
+
+
+def peak_context(recipe: Recipe) -> PeakContext:
     from mlx_sql.models.sources import local_model_folder
 
     shape = Shape.from_config(model_config(recipe))
@@ -264,6 +286,27 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
     if encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
         shapes = [dict(prefix=p, segment=s, rows=n, logit_tokens=c) for n, p, s, c in batch_shapes(recipe, encoder)]
         peak = max(shapes, key=lambda k: estimate(shape, recipe, **k).total, default=peak)
+    return PeakContext(shape, peak, (prefix, segment, completion))
+
+
+def with_changes(recipe: Recipe, **sections: dict[str, Any]) -> Recipe:
+    """The recipe with some of its [model]/[train] keys replaced (what `--set` would do)."""
+    return dataclasses.replace(recipe, **{s: dataclasses.replace(getattr(recipe, s), **v)
+                                          for s, v in sections.items()})
+
+
+def mac_recipe(recipe: Recipe) -> Recipe:
+    """The recipe as a Mac runs it: bfloat16 where it says auto (this CPU uses float32)."""
+    if recipe.model.dtype != "auto":
+        return recipe
+    return with_changes(recipe, model=dict(dtype="bfloat16"))
+
+
+def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
+    """The estimate, its verdicts, and which single changes bring it under this machine's limit."""
+    ctx = peak_context(recipe)
+    shape, peak = ctx.shape, ctx.peak
+    prefix, segment, completion = ctx.lengths
     plan = estimate(shape, recipe, **peak)
     memory = machine_memory()
     advice = []
@@ -275,14 +318,91 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
                    ("model.quantize=4", dict(model=dict(quantize=4))),
                    ("train.rank=4", dict(train=dict(rank=4)))]
         for text, change in options:
-            changed = dataclasses.replace(recipe, **{s: dataclasses.replace(getattr(recipe, s), **v)
-                                                     for s, v in change.items()})
+            changed = with_changes(recipe, **change)
             p, s = (prefix, segment) if "max_seq_length" not in text else (min(prefix, t.max_seq_length // 4),
                                                                              min(segment, t.max_seq_length // 2))
             if estimate(shape, changed, p, s, min(completion, s)).total <= TIGHT_SHARE * memory:
                 advice.append(f"--set {text}")
-    mac_plan = None
-    if recipe.model.dtype == "auto":  # a Mac trains in bfloat16 where this CPU uses float32
-        mac = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, dtype="bfloat16"))
-        mac_plan = estimate(shape, mac, **peak)
+    mac_plan = estimate(shape, mac_recipe(recipe), **peak) if recipe.model.dtype == "auto" else None
     return plan, verdicts(plan, memory, mac_plan), advice
+
+
+# Nominal link rates, bytes/s: what a ring over each link could move at best (real links give less).
+LINKS = {"1 Gb Ethernet": 0.125e9, "10 Gb Ethernet": 1.25e9, "Thunderbolt 4 (40 Gb/s)": 5e9}
+
+
+@dataclass
+class ClusterPlan:
+    """What `mlx.launch -n machines` of one machine size can run of a recipe, data-parallel."""
+    machines: int
+    memory: float  # of each machine
+    micro_batch: int  # rows per micro-batch on each rank: what keeps the recipe's global batch, if it fits
+    grad_accumulation: int  # per rank, chosen to keep the recipe's global batch
+    global_batch: int  # micro_batch x grad_accumulation x machines
+    recipe_batch: int  # the recipe's own global batch (batch_size x grad_accumulation, one process)
+    peak: float  # each rank's predicted peak: a rank holds one micro-batch at a time, like one process
+    status: str  # fits | tight | won't fit (with micro-batch 1)
+    gradient_bytes: int  # float32 gradients all-reduced once a step
+    steps_per_epoch: int | None  # optimizer steps an epoch of train.jsonl takes (None without the data)
+
+    @property
+    def ring_bytes(self) -> float:
+        """Bytes each machine sends (and receives) per step in a ring all-reduce: 2 (N-1)/N of the gradient."""
+        return 2 * (self.machines - 1) / self.machines * self.gradient_bytes
+
+
+def cluster_plan(recipe: Recipe, machines: int, memory: float, mac: bool = True) -> ClusterPlan:
+    """Per-rank memory for N machines of `memory` bytes each, the largest micro-batch that fits each rank,
+    the accumulation that keeps the recipe's global batch, and the gradient bytes a step all-reduces."""
+    if machines < 1:
+        raise MlxSqlError(f"--machines must be at least 1, not {machines}", recipe.source)
+    t = recipe.train
+    ctx = peak_context(recipe)
+    target = mac_recipe(recipe) if mac else recipe
+    prefix, segment, completion = ctx.lengths
+
+    def rank_peak(rows: int) -> float:
+        if rows == t.batch_size:
+            return estimate(ctx.shape, target, **ctx.peak).total
+        return estimate(ctx.shape, with_changes(target, train=dict(batch_size=rows)), prefix, segment,
+                        completion).total
+
+    wanted = t.batch_size * t.grad_accumulation  # the recipe's global batch: keep it where the ranks allow
+    largest = next((rows for rows in range(t.batch_size, 0, -1) if rank_peak(rows) <= USABLE_SHARE * memory), 1)
+    micro = min(largest, max(1, math.ceil(wanted / machines)))
+    peak = rank_peak(micro)
+    share = peak / memory
+    status = "fits" if share <= TIGHT_SHARE else "tight" if share <= USABLE_SHARE else "won't fit"
+    accumulation = max(1, math.ceil(wanted / (micro * machines)))
+    steps = None
+    train_file = recipe.data_dir / "train.jsonl"
+    if train_file.is_file():
+        from mlx_sql.train.batches import BatchPlan
+
+        batches = BatchPlan(train_file, micro, t.batching == "schema_shared", t.seed, strict=False).batches_per_epoch()
+        steps = max(1, math.ceil(math.ceil(batches / machines) / accumulation)) if batches else 0
+    return ClusterPlan(machines, memory, micro, accumulation, micro * accumulation * machines, wanted, peak, status,
+                       4 * trainable_parameters(ctx.shape, t), steps)
+
+
+def refuse_eval_only(recipe: Recipe) -> None:
+    """One line for `train` and `plan` on a recipe marked `model.eval_only`, with the plan's figures for an
+    8 GB Mac when the model's config is at hand (an Ollama model's GGUF blob is read, not loaded)."""
+    if not recipe.model.eval_only:
+        return
+    mac_gb = MACS["8 GB Mac"]
+    try:
+        ctx = peak_context(recipe)
+    except MlxSqlError as exc:
+        figures = f"its memory plan needs the model's config ({exc})"
+    else:
+        mac = mac_recipe(recipe)
+        prefix, segment, completion = ctx.lengths
+        lora = estimate(ctx.shape, mac, **ctx.peak).total
+        qlora = estimate(ctx.shape, with_changes(mac, model=dict(quantize=4), train=dict(batch_size=1)), prefix,
+                         segment, completion).total
+        figures = (f"on an 8 GB Mac LoRA needs ~{lora / GB:.1f} GB and 4-bit QLoRA at batch 1 ~{qlora / GB:.1f} GB, "
+                   f"of the ~{USABLE_SHARE * mac_gb / GB:.0f} GB a process gets")
+    raise MlxSqlError(f"'{recipe.name}' is for evaluation only (model.eval_only = true): {figures}; evaluate it "
+                      "with `mlx-sql eval --recipe`, finetune a model that fits (recipes/qwen2.5-coder-1.5b.toml as "
+                      "QLoRA), or on a bigger Mac --set model.eval_only=false --set model.quantize=4", recipe.source)

@@ -331,6 +331,8 @@ def train(recipe: Recipe, resume: bool = False, on_report: Callable[[StepReport]
           stop_after: int | None = None) -> TrainResult:
     """Load the recipe's model and train it; the library entry point the CLI calls."""
     from mlx_sql.models.loading import load_model
+    from mlx_sql.train.plan import refuse_eval_only
 
+    refuse_eval_only(recipe)
     model, tokenizer, base = load_model(recipe.model)
     return Trainer(model, tokenizer, recipe, base, on_report).run(resume=resume, stop_after=stop_after)
