@@ -64,6 +64,7 @@ bench-quick:
 	$(RUN)$(PY) benchmarks/eval_throughput.py
 	$(RUN)$(PY) benchmarks/memory_plan.py
 	$(RUN)$(PY) benchmarks/train_throughput.py
+	$(RUN)$(PY) benchmarks/distributed_throughput.py
 	$(RUN)$(PY) benchmarks/demo_run.py
 
 ADAPTER ?= $(patsubst %/,%,$(firstword $(shell ls -td adapters/*/ 2>/dev/null)))

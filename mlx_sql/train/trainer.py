@@ -308,7 +308,14 @@ class Trainer:
         if position.step % self.cfg.eval_every == 0 or position.step == self.steps:
             val = self.validation_loss()
         return StepReport(position.step, self.steps, epoch, loss_sum / tokens if tokens else float("nan"), lr,
-                          real / seconds, examples / seconds, mx.get_peak_memory() / 1e9, val, position.truncated)
+                          real / seconds, examples / seconds, self._peak_memory_gb(), val, position.truncated)
+
+    def _peak_memory_gb(self) -> float:
+        """This process's peak, or the largest of all ranks' (rank 0 reports what the fullest machine needed)."""
+        peak = mx.array(mx.get_peak_memory() / 1e9, dtype=mx.float32)
+        if self.world > 1:
+            peak = mx.distributed.all_max(peak, group=self.group)
+        return peak.item()
 
 
 @contextlib.contextmanager
