@@ -27,7 +27,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def run(cmd: list[str]) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, cwd=ROOT)
     if out.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+        sys.exit(f"failed (exit code {out.returncode}): {' '.join(cmd)}\n{out.stderr[-2000:]}")
     return out.stdout + out.stderr
 
 

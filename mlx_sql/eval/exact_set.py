@@ -8,8 +8,9 @@ key it references; join conditions are not compared, the multiset of tables is; 
 (the official script's DISABLE_DISTINCT, on in both taoyds/spider and test-suite-sql-eval).
 
 Like the official scorer, a query its parser cannot read gets no credit, however right it is: a
-column alias in a SELECT list (`SELECT sum(x) AS total`) and a TRUE / FALSE literal both make that
-parser fail, so every published EM counts them as misses, and so does this one.
+column alias in a SELECT list (`SELECT sum(x) AS total`), a TRUE / FALSE literal, and any join but a
+bare JOIN (INNER, LEFT, CROSS, NATURAL, USING) make that parser fail, so every published EM counts
+them as misses, and so does this one.
 """
 
 from __future__ import annotations
@@ -236,6 +237,10 @@ def official_parser_fails(tree: exp.Expression) -> bool:
     """Constructs the official `process_sql.py` rejects (its `get_sql` raises, the pair scores 0)."""
     # (sqlglot itself writes `ON TRUE` for a JOIN without ON, which the official reads fine)
     if any(b.arg_key != "on" for b in tree.find_all(exp.Boolean)):
+        return True
+    # it knows only a bare JOIN: INNER / LEFT / CROSS / NATURAL JOIN and USING (...) make it fail
+    if any(j.args.get("side") or j.args.get("kind") or j.args.get("method") or j.args.get("using")
+           for j in tree.find_all(exp.Join)):
         return True
     return any(isinstance(e, exp.Alias) for select in tree.find_all(exp.Select) for e in select.expressions)
 
