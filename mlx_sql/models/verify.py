@@ -51,13 +51,18 @@ def greedy_side_by_side(model: Any, tokenizer: Any, gguf: str | Path, prompt: st
         if token in eos:
             break
         ours.append(token)
+    return tokenizer.decode(ours), tokenizer.decode(llama_cpp_greedy(gguf, ids, max_tokens))
+
+
+def llama_cpp_greedy(gguf: str | Path, ids: list[int], max_tokens: int) -> list[int]:
+    """llama.cpp's greedy continuation of `ids`, up to its end-of-sequence token or `max_tokens`."""
     ref = llama_cpp_model(gguf, n_ctx=2048)
     theirs: list[int] = []
     for token in ref.generate(ids, temp=0.0, top_k=1, reset=True):
         if token == ref.token_eos() or len(theirs) >= max_tokens:
             break
         theirs.append(token)
-    return tokenizer.decode(ours), tokenizer.decode(theirs)
+    return theirs
 
 
 def greedy_path_gaps(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
@@ -72,12 +77,7 @@ def greedy_path_gaps(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
     import mlx.core as mx
 
     ids = tokenizer.encode(prompt)
-    ref = llama_cpp_model(gguf, n_ctx=2048)
-    theirs: list[int] = []
-    for token in ref.generate(ids, temp=0.0, top_k=1, reset=True):
-        if token == ref.token_eos() or len(theirs) >= max_tokens:
-            break
-        theirs.append(token)
+    theirs = llama_cpp_greedy(gguf, ids, max_tokens)
     if not theirs:
         return "", []
     logits = np.asarray(model(mx.array([ids + theirs]))[0, len(ids) - 1:len(ids) - 1 + len(theirs)]
