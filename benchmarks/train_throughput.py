@@ -24,8 +24,14 @@ MODELS = {"smollm2": ("SmolLM2-135M-Instruct", "recipes/smollm2-135m.toml"),
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def run(cmd: list[str]) -> str:
+KILLED = (137, -9)  # SIGKILL: on Linux, the kernel's out-of-memory killer
+
+
+def run(cmd: list[str], killed_ok: bool = False) -> str | None:
+    """The command's output; None where `killed_ok` and the kernel killed it (out of memory)."""
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, cwd=ROOT)
+    if killed_ok and out.returncode in KILLED:
+        return None
     if out.returncode != 0:
         sys.exit(f"failed (exit code {out.returncode}): {' '.join(cmd)}\n{out.stderr[-2000:]}")
     return out.stdout + out.stderr
@@ -110,20 +116,21 @@ def main() -> None:
                "--iters", str(args.steps), "--batch-size", str(args.batch_size), "--num-layers", "-1",
                "--mask-prompt", "--max-seq-length", str(args.max_seq_length), "--learning-rate", "1e-4",
                "--steps-per-report", "1", "--steps-per-eval", "100000", "--val-batches", "1",
-               "--adapter-path", str(tmp / "mlx_lm_adapters"), "-c", str(config)])
-    reports = [json.loads(line[len("REPORT "):]) for line in log.splitlines() if line.startswith("REPORT ")]
-    reports = [r for r in reports if r["iteration"] > 1]  # skip the warm-up step, as for ours
-    its = sum(r["iterations_per_second"] for r in reports) / len(reports)
-    losses = [r["train_loss"] for r in reports if r["train_loss"] == r["train_loss"]]
-    results["mlx_lm_lora"] = {
-        "examples_per_s": its * args.batch_size,
-        "real_tokens_per_s": its * args.batch_size * mean_tokens,
-        "equivalent_tokens_per_s": its * args.batch_size * mean_tokens,
-        "peak_gb": max(r["peak_memory"] for r in reports),
-        "mean_loss": sum(losses) / len(losses) if losses else float("nan"),
-    }
+               "--adapter-path", str(tmp / "mlx_lm_adapters"), "-c", str(config)], killed_ok=True)
+    if log is not None:
+        reports = [json.loads(line[len("REPORT "):]) for line in log.splitlines() if line.startswith("REPORT ")]
+        reports = [r for r in reports if r["iteration"] > 1]  # skip the warm-up step, as for ours
+        its = sum(r["iterations_per_second"] for r in reports) / len(reports)
+        losses = [r["train_loss"] for r in reports if r["train_loss"] == r["train_loss"]]
+        results["mlx_lm_lora"] = {
+            "examples_per_s": its * args.batch_size,
+            "real_tokens_per_s": its * args.batch_size * mean_tokens,
+            "equivalent_tokens_per_s": its * args.batch_size * mean_tokens,
+            "peak_gb": max(r["peak_memory"] for r in reports),
+            "mean_loss": sum(losses) / len(losses) if losses else float("nan"),
+        }
 
-    base = results["mlx_lm_lora"]
+    base = results.get("mlx_lm_lora")
     names = {"schema_shared": "mlx-sql, schema-shared", "unshared": "mlx-sql, unshared",
              "mlx_lm_lora": "`mlx_lm lora` (mask-prompt)"}
     lines = [f"{title} in float32, {args.examples} Spider training examples (mean {mean_tokens:.0f} "
@@ -134,9 +141,14 @@ def main() -> None:
              "| run | examples/s | real tok/s | equiv tok/s | peak GB | mean loss | examples/s vs mlx-lm | "
              "memory vs mlx-lm |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
+        ratios = (f"{r['examples_per_s'] / base['examples_per_s']:.2f}× | {r['peak_gb'] / base['peak_gb']:.2f}×"
+                  if base else "– | –")
         lines.append(f"| {names[name]} | {r['examples_per_s']:.3f} | {r['real_tokens_per_s']:.0f} | "
-                     f"{r['equivalent_tokens_per_s']:.0f} | {r['peak_gb']:.2f} | {r['mean_loss']:.3f} | "
-                     f"{r['examples_per_s'] / base['examples_per_s']:.2f}× | {r['peak_gb'] / base['peak_gb']:.2f}× |")
+                     f"{r['equivalent_tokens_per_s']:.0f} | {r['peak_gb']:.2f} | {r['mean_loss']:.3f} | {ratios} |")
+    if base is None:
+        lines.append(f"| {names['mlx_lm_lora']} | killed by the kernel (exit 137): out of memory on this "
+                     f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB machine in its "
+                     "first training step | | | | | | |")
     lines += ["", "Goal: ≥ 1.2× mlx-lm's tokens/s at ≤ 1.0× its memory. The runs sample different batches "
               "(length buckets differ), so peak memory and mean loss are indicative, not like-for-like."]
     print("\n".join(lines))
