@@ -8,6 +8,10 @@ through MLX or as a fused q8_0 GGUF. Finished variants are reused from their rep
 Writes the "Recipe choices on a validation split" section of RESULTS.md.
 
     python benchmarks/spider_validation.py --model qwen0.5b --variant ddl= --variant compact=data.schema_format=compact
+    python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 --train recipe= --train layers24=train.num_layers=24
+
+--train NAME=overrides trains an adapter on the rest of Spider train (the same held-out split; resumable,
+finished runs reused) for --train-steps optimizer steps, then scores it like --adapter.
 """
 
 from __future__ import annotations
@@ -57,6 +61,35 @@ def score_variant(recipe, out: Path, name: str, databases: list[str], limit: int
     return report.summary
 
 
+def train_variant(recipe_file: str, common: list[str], name: str, sets: str, args) -> Path:
+    """Train (or resume, or reuse) one recipe variant on Spider train minus the held-out databases."""
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.errors import MlxSqlError
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.train.checkpoint import CHECKPOINT_DIR
+    from mlx_sql.train.trainer import train
+
+    run = Path(args.out) / args.model / f"train-{name}"
+    data = Path(args.out) / args.model / "train-data"  # every variant trains on the same examples
+    recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f'train.adapter_dir="{run}"',
+                                              f"data.max_examples={args.train_examples}",
+                                              f"train.iters={args.train_steps}", "train.save_every=10",
+                                              "train.eval_every=1000", *[s for s in sets.split(";") if s]])
+    if not (data / "train.jsonl").is_file():
+        build_dataset(recipe, load_tokenizer(recipe.model))
+    if not (run / "adapters.safetensors").is_file() or (run / CHECKPOINT_DIR / "position.json").is_file():
+        start = time.perf_counter()
+        try:
+            result = train(recipe, resume=(run / CHECKPOINT_DIR / "position.json").is_file())
+            log(f"{name}: {result.steps} steps in {time.perf_counter() - start:.0f} s, "
+                f"train loss {result.final_train_loss:.3f}")
+        except MlxSqlError as exc:
+            if "already finished" not in str(exc):
+                raise
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
@@ -65,6 +98,10 @@ def main() -> None:
                         help="NAME=override[;override…] for the base model (prompt choices)")
     parser.add_argument("--adapter", action="append", default=[],
                         help="NAME=ADAPTER_DIR: a trained adapter, scored with its own saved recipe")
+    parser.add_argument("--train", action="append", default=[],
+                        help="NAME=override[;override…]: train this variant of the recipe, then score it")
+    parser.add_argument("--train-steps", type=int, default=60)
+    parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--adapter-backend", choices=["mlx", "llamacpp"], default="llamacpp",
                         help="llamacpp: fuse, export q8_0, score the GGUF (fast on a CPU)")
     parser.add_argument("--questions", type=int, default=200)
@@ -87,7 +124,9 @@ def main() -> None:
         rows[f"base, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"base-{name}",
                                               f"{args.model}-base-{name}", databases, args.questions, None,
                                               "llamacpp", str(gguf) if gguf else None)
-    for spec in args.adapter:
+    trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}"
+               for name, _, sets in (spec.partition("=") for spec in args.train)]
+    for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")
         adapter = Path(folder)
         recipe = load_recipe(adapter / "recipe.toml", [*common])

@@ -126,9 +126,58 @@ def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
     return fast
 
 
+T5_COMMON = dict(model_type="t5", architectures=["T5ForConditionalGeneration"], is_encoder_decoder=True, d_model=64,
+                 d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+                 n_positions=512, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+T5_VARIANTS = {"t5": dict(feed_forward_proj="relu", tie_word_embeddings=True),  # T5 v1.0 (t5-small)
+               "t5-v1_1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)}  # v1.1 / FLAN-T5
+
+
+def build_t5_tokenizer(out: Path, vocab_size: int = 600):
+    """T5's layout: a SentencePiece unigram model (<pad> </s> <unk> = 0 1 2, NMT-NFKC normalization) as
+    spiece.model, and the tokenizer.json HF's converter makes of it."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import PreTrainedTokenizerFast
+
+    from mlx_sql.models.spiece import parse_sentencepiece, t5_tokenizer_from_sentencepiece
+
+    buffer = io.BytesIO()
+    lines = [line for text in training_corpus() for line in text.splitlines() if line.strip()]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buffer, vocab_size=vocab_size,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   normalization_rule_name="nmt_nfkc", minloglevel=2)
+    (out / "spiece.model").write_bytes(buffer.getvalue())
+    model = parse_sentencepiece(buffer.getvalue())
+    fast = PreTrainedTokenizerFast(tokenizer_object=t5_tokenizer_from_sentencepiece(model), eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>")
+    fast.save_pretrained(str(out))
+    return fast
+
+
+def build_tiny_t5(variant: str, out: Path, seed: int = 0, **overrides) -> Path:
+    from mlx.utils import tree_flatten
+
+    from mlx_sql.models.t5 import T5Args, T5Model
+
+    tokenizer = build_t5_tokenizer(out)
+    config = {**T5_COMMON, **T5_VARIANTS[variant], **overrides, "vocab_size": len(tokenizer)}
+    mx.random.seed(seed)
+    model = T5Model(T5Args.from_config(config))
+    mx.eval(model.parameters())
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
 def build_tiny_model(arch: str, out: Path, seed: int = 0, vocab_padding: int = 0, **overrides) -> Path:
     """Write a tiny `arch` model with its tokenizer to `out` and return the folder. `vocab_padding` gives the
     embedding rows no token uses, as real Phi-2 (51,200 rows, 50,295 tokens) and Qwen have."""
+    if arch in T5_VARIANTS:
+        out.mkdir(parents=True, exist_ok=True)
+        return build_tiny_t5(arch, out, seed, **overrides)
     family, specific = ARCHITECTURES[arch]
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(family, out)

@@ -30,13 +30,20 @@ def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
 
 
 def eos_ids(tokenizer: Any) -> set[int]:
-    return set(getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id])
+    ids = getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id]
+    return {ids} if isinstance(ids, int) else set(ids)  # mlx-lm's wrapper holds a set, HF's tokenizer one id
 
 
 def prompt_ids(encoder: Encoder, record: dict[str, Any]) -> tuple[tuple[int, ...], list[int]]:
     """(shared prefix, question) token ids of a record without its answer: what every decoder is fed."""
     e = encoder.encode({**record, "output": ""})
     return tuple(e.prefix), list(e.segment[: e.completion_start])
+
+
+def source_ids(encoder: Encoder, record: dict[str, Any]) -> list[int]:
+    """An encoder-decoder model's input for a record: prompt (schema, question) then </s>, as in training."""
+    prefix, question = prompt_ids(encoder, record)
+    return [*prefix, *question, encoder.tokenizer.eos_token_id]
 
 
 class Backend(Protocol):
@@ -125,6 +132,31 @@ class MLXBackend:
         return [self.tokenizer.decode(tokens[uid]) for uid in uids]
 
 
+class Seq2SeqMLXBackend:
+    """Greedy decoding for an encoder-decoder model (T5). Its encoder reads schema and question together,
+    so it runs once per question; the decoder then keeps a self-attention cache, and the keys and values of
+    the encoder's output are computed once, on the first step."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self.encoder = Encoder.for_model(model, tokenizer)
+        self.eos = eos_ids(tokenizer)
+
+    def generate(self, record: dict[str, Any]) -> str:
+        memory = self.model.encode(mx.array([source_ids(self.encoder, record)]))
+        cache = self.model.make_cache()
+        token, out = self.encoder.decoder_start, []
+        for _ in range(self.max_tokens):
+            logits = self.model.logits(self.model.decode(mx.array([[token]]), memory, None, cache))[0, -1]
+            token = int(mx.argmax(logits).item())
+            if token in self.eos:
+                break
+            out.append(token)
+            if statement_done(self.tokenizer, out):
+                break
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
+
 class NaiveMLXBackend:
     """mlx-lm's own `generate`, one question at a time, whole prompt each time (the benchmark's anchor).
 
@@ -189,6 +221,23 @@ class OpenAIBackend:
             return answer["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise MlxSqlError(f"chat server answered without a choice: {str(answer)[:200]}", self.url) from None
+
+
+class LlamaCppSeq2SeqBackend:
+    """An encoder-decoder GGUF (T5) in llama.cpp, fed the very ids MLX sees (llama-cpp-python's `Llama`
+    cannot run an encoder, so this drives llama_encode / llama_decode itself)."""
+
+    def __init__(self, gguf: str, tokenizer: Any, max_tokens: int = 256, context_window: int = 4096):
+        from mlx_sql.models.verify import LlamaCppSeq2Seq
+
+        self.llm = LlamaCppSeq2Seq(gguf, n_ctx=context_window)
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+        self.encoder = Encoder(tokenizer, self.llm.start)
+
+    def generate(self, record: dict[str, Any]) -> str:
+        out = self.llm.greedy(source_ids(self.encoder, record), self.max_tokens,
+                              stop=lambda tokens: statement_done(self.tokenizer, tokens))
+        return self.tokenizer.decode(out, skip_special_tokens=True)
 
 
 class LlamaCppBackend:

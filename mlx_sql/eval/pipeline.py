@@ -154,6 +154,14 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
             tokenizer = load_tokenizer(recipe.model)
         except MlxSqlError:  # a GGUF unrelated to the recipe's model: use the file's own chat template
             tokenizer = None
+        from mlx_sql.models.gguf_import import gguf_architecture
+
+        if gguf_architecture(gguf) == "t5":
+            from mlx_sql.eval.generate import LlamaCppSeq2SeqBackend
+
+            if tokenizer is None:
+                raise MlxSqlError("a T5 GGUF is scored with its recipe's tokenizer, and it could not be loaded", gguf)
+            return LlamaCppSeq2SeqBackend(str(gguf), tokenizer, e.max_tokens, o.context_window)
         return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window, tokenizer)
     from mlx_lm.tuner.utils import load_adapters
 
@@ -165,6 +173,10 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
             raise MlxSqlError("not an adapter folder (no adapter_config.json)", adapter)
         load_adapters(model, str(adapter))
     model.eval()
+    if getattr(model, "is_encoder_decoder", False):
+        from mlx_sql.eval.generate import Seq2SeqMLXBackend
+
+        return Seq2SeqMLXBackend(model, tokenizer, e.max_tokens)
     return MLXBackend(model, tokenizer, e.max_tokens)
 
 

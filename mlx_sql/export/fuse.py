@@ -57,7 +57,8 @@ def fuse_adapter(adapter_dir: Path, out_dir: Path | None = None, dequantize: boo
         save_model(tmp, model)
         save_config(config, tmp / "config.json")
         tokenizer.save_pretrained(str(tmp))
-        source = Path(base) / "gguf_source.json"
-        if source.is_file():  # the GGUF exporter copies the tokenizer of the file the base came from
-            shutil.copy(source, tmp / source.name)
+        for name in ("gguf_source.json", "spiece.model"):
+            # the GGUF exporter copies the tokenizer of the file the base came from; T5 keeps its SentencePiece model
+            if (Path(base) / name).is_file():
+                shutil.copy(Path(base) / name, tmp / name)
     return FuseResult(out_dir, len(fused), quantized)

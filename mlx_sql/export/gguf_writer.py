@@ -60,7 +60,7 @@ def _load_weights(model_dir: Path, config: dict[str, Any]) -> dict[str, np.ndarr
 def _tensor_type(name: str, w: np.ndarray, dtype: str):
     from gguf import GGMLQuantizationType as Q
 
-    if w.ndim == 1:
+    if w.ndim == 1 or name.endswith("attn_rel_b.weight"):  # T5's position bias: tiny, added to every score
         return Q.F32
     if dtype == "f16" or w.shape[-1] % 32:
         return Q.F16
@@ -214,10 +214,24 @@ def _tokenizer_from_json(writer, model_dir: Path, size: int = 0) -> None:
         writer.add_chat_template(template)
 
 
-def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> ExportResult:
+def add_tensor(writer, gguf_name: str, w: np.ndarray, dtype: str) -> None:
+    """One tensor at the type `_tensor_type` picks for it (quantized with the gguf package's own code)."""
     from gguf import GGMLQuantizationType as Q
-    from gguf import GGUFWriter
     from gguf.quants import quantize
+
+    qtype = _tensor_type(gguf_name, w, dtype)
+    if qtype == Q.F32:
+        writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float32))
+    elif qtype == Q.F16:
+        writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float16))
+    else:
+        writer.add_tensor(gguf_name, quantize(np.ascontiguousarray(w, dtype=np.float32), qtype), raw_dtype=qtype)
+
+
+def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> ExportResult:
+    from gguf import GGUFWriter
+
+    from mlx_sql.models.t5 import is_t5_config
 
     model_dir, out = Path(model_dir), Path(out)
     if dtype not in DTYPES:
@@ -226,10 +240,17 @@ def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> 
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise MlxSqlError(f"cannot read config.json: {exc}", model_dir) from None
+    if is_t5_config(config):
+        from mlx_sql.export.t5_gguf import write_t5_gguf
+
+        weights = _load_weights(model_dir, config)
+        with atomic_path(out) as tmp:
+            arch, count = write_t5_gguf(model_dir, tmp, config, weights, dtype, add_tensor)
+        return ExportResult(out, arch, dtype, count)
     arch = ARCH_OF.get(config.get("model_type"))
     if arch is None:
         raise MlxSqlError(f"model_type {config.get('model_type')!r} has no GGUF export "
-                          f"(supported: {', '.join(MODEL_TYPES.values())})", model_dir)
+                          f"(supported: {', '.join([*MODEL_TYPES.values(), 't5'])})", model_dir)
     weights = _load_weights(model_dir, config)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     tied = "lm_head.weight" not in weights  # the weights decide: mlx-lm drops lm_head only when it is tied
@@ -253,14 +274,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, dtype: str = "q8_0") -> 
                 w = rotary_permute(w, heads if "q_proj" in name else kv_heads)
             if arch in GEMMA_FAMILY and is_gemma_norm(name):
                 w = w + 1.0
-            qtype = _tensor_type(gguf_name, w, dtype)
-            if qtype == Q.F32:
-                writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float32))
-            elif qtype == Q.F16:
-                writer.add_tensor(gguf_name, np.ascontiguousarray(w, dtype=np.float16))
-            else:
-                data = quantize(np.ascontiguousarray(w, dtype=np.float32), qtype)
-                writer.add_tensor(gguf_name, data, raw_dtype=qtype)
+            add_tensor(writer, gguf_name, w, dtype)
             count += 1
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -85,6 +85,12 @@ def modelfile_text(gguf: Path, family: str, system: str, num_ctx: int, instructi
 def write_modelfile(gguf: Path, tokenizer: Any, name: str, num_ctx: int, instruction: str,
                     create: bool = True) -> ModelfileResult:
     """Write <gguf folder>/Modelfile; run `ollama create` when ollama is on PATH."""
+    from mlx_sql.models.gguf_import import gguf_architecture
+
+    if gguf_architecture(gguf) == "t5":
+        raise MlxSqlError("Ollama cannot run encoder-decoder (T5) models: it loads them but fails on the first "
+                          "prompt (ollama/ollama#10666). Use `mlx-sql ask`/`eval` (MLX, or --backend llamacpp "
+                          "with this GGUF) or llama.cpp's `llama-cli -m` instead", gguf)
     family = template_family(getattr(tokenizer, "chat_template", None))
     path = gguf.parent / "Modelfile"
     write_text(path, modelfile_text(gguf, family, default_system(tokenizer, family), num_ctx, instruction))

@@ -54,6 +54,12 @@ def open_gguf(path: str | Path):
         raise MlxSqlError(f"corrupt or truncated GGUF ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
 
 
+def gguf_architecture(path: str | Path) -> str:
+    """general.architecture of a GGUF file (without reading its vocabulary)."""
+    field = open_gguf(path).fields.get("general.architecture")
+    return str(field.contents()) if field is not None else ""
+
+
 def read_metadata(reader) -> dict[str, Any]:
     return {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
 

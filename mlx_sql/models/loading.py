@@ -8,7 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.models.sources import default_dtype, resolve_model_path
+from mlx_sql.models.sources import default_dtype, model_folder_config, resolve_model_path, t5_local_folder
 from mlx_sql.recipe import ModelConfig
 
 QUANT_GROUP_SIZE = 64
@@ -28,6 +28,8 @@ def load_model(cfg: ModelConfig) -> tuple[nn.Module, Any, str]:
     from mlx_lm import load
 
     location = resolve_model_path(cfg)
+    if model_folder_config(location).get("model_type") in ("t5", "mt5"):
+        return load_seq2seq(cfg, location)
     try:
         model, tokenizer = load(location)
     except Exception as exc:  # hub, file and config errors from mlx-lm
@@ -37,3 +39,16 @@ def load_model(cfg: ModelConfig) -> tuple[nn.Module, Any, str]:
         quantize_base(model, cfg.quantize)
     mx.eval(model.parameters())
     return model, tokenizer, location
+
+
+def load_seq2seq(cfg: ModelConfig, location: str) -> tuple[nn.Module, Any, str]:
+    """A T5 model (ours, in models/t5.py) with Hugging Face's tokenizer for it."""
+    from mlx_sql.models.t5 import load_t5
+    from mlx_sql.models.tokenizer import load_t5_tokenizer
+
+    folder = t5_local_folder(location)
+    model = load_t5(folder, default_dtype(cfg))
+    if cfg.quantize:
+        quantize_base(model, cfg.quantize)
+    mx.eval(model.parameters())
+    return model, load_t5_tokenizer(folder), str(folder)

@@ -115,3 +115,43 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     if gguf is None:
         return str(cfg.path)
     return str(cached_import(gguf, default_dtype(cfg)))
+
+
+def model_folder_config(location: str) -> dict:
+    """config.json of a local folder or hub id (only that file is fetched from a hub); {} when absent."""
+    folder = Path(location)
+    if folder.is_dir():
+        path = folder / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(location, "config.json"))
+        except Exception:  # offline, unknown repo: the loader that follows reports it properly
+            return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def seq2seq_folder(folder: Path) -> bool:
+    """Whether a local model folder holds an encoder-decoder (T5) model, which mlx-lm cannot load."""
+    return Path(folder).is_dir() and model_folder_config(str(folder)).get("model_type") in ("t5", "mt5")
+
+
+T5_FILES = ["config.json", "*.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "generation_config.json"]
+
+
+def t5_local_folder(location: str) -> Path:
+    """The folder of a T5 model: itself, or the hub snapshot of the files a T5 needs (downloaded once)."""
+    if Path(location).is_dir():
+        return Path(location)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, allow_patterns=T5_FILES))
+    except Exception as exc:
+        raise MlxSqlError(f"cannot download the model: {type(exc).__name__}: {exc}".splitlines()[0],
+                          location) from None

@@ -84,3 +84,63 @@ def greedy_path_gaps(model: Any, tokenizer: Any, gguf: str | Path, prompt: str,
                         .astype(mx.float32))
     gaps = [float(logits[i].max() - logits[i, t]) for i, t in enumerate(theirs) if logits[i].argmax() != t]
     return tokenizer.decode(theirs), gaps
+
+
+class LlamaCppSeq2Seq:
+    """An encoder-decoder GGUF (T5) in llama.cpp through llama-cpp-python's low-level API.
+
+    Its high-level `Llama` only decodes; T5 needs `llama_encode` on the input first, then decoding from the
+    model's decoder start token (the steps llama.cpp's own llama-cli takes).
+    """
+
+    def __init__(self, gguf: str | Path, n_ctx: int = 2048, n_threads: int = 2):
+        import llama_cpp
+
+        from mlx_sql.errors import MlxSqlError
+
+        self.lib = llama_cpp
+        self.llm = llama_cpp_model(gguf, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads)
+        self.ctx, model = self.llm.ctx, self.llm.model
+        if not llama_cpp.llama_model_has_encoder(model):
+            raise MlxSqlError("not an encoder-decoder GGUF (no encoder)", gguf)
+        self.start = int(llama_cpp.llama_model_decoder_start_token(model))
+        self.vocab = self.llm.n_vocab()
+        self.eos = self.llm.token_eos()
+
+    def _run(self, call, ids: Sequence[int]) -> None:
+        tokens = (self.lib.llama_token * len(ids))(*ids)
+        rc = call(self.ctx, self.lib.llama_batch_get_one(tokens, len(ids)))
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp returned {rc}")
+
+    def encode(self, source: Sequence[int]) -> None:
+        """Run the encoder on `source` (ending in </s>) and start a fresh decoder cache."""
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+        self._run(self.lib.llama_encode, source)
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one decoder token; the next-token logits."""
+        self._run(self.lib.llama_decode, [token])
+        pointer = self.lib.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab,)).astype(np.float32)
+
+    def decoder_logits(self, source: Sequence[int], targets: Sequence[int]) -> np.ndarray:
+        """(len(targets) + 1, vocab): logits after the start token and after each target token."""
+        self.encode(source)
+        rows = [self.step(self.start)]
+        rows += [self.step(t) for t in targets]
+        return np.stack(rows)
+
+    def greedy(self, source: Sequence[int], max_tokens: int, stop: Any = None) -> list[int]:
+        """Greedy decoding until </s>, `max_tokens`, or `stop(tokens so far)` says the answer is complete."""
+        self.encode(source)
+        logits, out = self.step(self.start), []
+        while len(out) < max_tokens:
+            token = int(logits.argmax())
+            if token == self.eos:
+                break
+            out.append(token)
+            if stop is not None and stop(out):
+                break
+            logits = self.step(token)
+        return out

@@ -19,16 +19,19 @@ from mlx_sql.fileio import atomic_path, write_json
 from mlx_sql.recipe import TrainConfig
 
 # recipe projection name -> other module names that carry it: phi3 fuses q/k/v and gate/up; Phi-2 calls
-# the attention output `dense` and its two-layer MLP `fc1` (up) and `fc2` (down)
-FUSED = {"q_proj": ("qkv_proj",), "k_proj": ("qkv_proj",), "v_proj": ("qkv_proj",), "o_proj": ("dense",),
-         "gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj", "fc1"), "down_proj": ("fc2",)}
+# the attention output `dense` and its two-layer MLP `fc1` (up) and `fc2` (down); T5 names its attention
+# projections q/k/v/o (self- and cross-attention alike) and its FFN wi (v1.0) or wi_0/wi_1 (gated), wo
+FUSED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
+         "o_proj": ("dense", "o"), "gate_proj": ("gate_up_proj", "wi_0"), "up_proj": ("gate_up_proj", "fc1", "wi", "wi_1"),
+         "down_proj": ("fc2", "wo")}
 
 
 def lora_keys(model: nn.Module, targets: list[str]) -> list[str]:
-    """Module paths inside a transformer block for the recipe's target projections."""
+    """Module paths inside a transformer block for the recipe's target projections (over every kind of block:
+    a T5 decoder block has a cross-attention its encoder blocks lack)."""
     wanted = set(targets) | {f for t in targets for f in FUSED.get(t, ())}
-    keys = [name for name, module in model.layers[0].named_modules()
-            if name.rsplit(".", 1)[-1] in wanted and isinstance(module, (nn.Linear, nn.QuantizedLinear))]
+    keys = {name for layer in model.layers for name, module in layer.named_modules()
+            if name.rsplit(".", 1)[-1] in wanted and isinstance(module, (nn.Linear, nn.QuantizedLinear))}
     return sorted(keys)
 
 

@@ -120,5 +120,31 @@ def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch 
     return Batch(mx.array(tokens), mx.array(mask), None, sum(len(r) for r in rows), len(rows), truncated)
 
 
+def collate_seq2seq(encoded: list[Encoded], max_seq_length: int, start: int, eos: int) -> Batch | None:
+    """Encoder-decoder batch: the prompt (schema cut at its tail, never the question) plus `</s>` as the
+    encoder's input, the decoder start token then the SQL as the decoder's. Each side is capped at
+    `max_seq_length`; an example whose question or answer alone is longer is dropped."""
+    encoded = [e for e in encoded if e.completion_start + 1 < max_seq_length
+               and len(e.segment) - e.completion_start < max_seq_length]
+    if not encoded:
+        return None
+    sources, targets, truncated = [], [], 0
+    for e in encoded:
+        question = list(e.segment[: e.completion_start])
+        prefix = e.prefix[: max_seq_length - len(question) - 1]
+        truncated += len(prefix) < len(e.prefix)
+        sources.append(list(prefix) + question + [eos])
+        targets.append([start] + list(e.segment[e.completion_start:]))
+    source, tokens = _pad(sources), _pad(targets)
+    source_mask = _mask([len(s) for s in sources], [0] * len(sources), source.shape[1])
+    mask = _mask([len(t) for t in targets], [1] * len(targets), tokens.shape[1])
+    real = sum(len(s) for s in sources) + sum(len(t) for t in targets)
+    return Batch(mx.array(tokens), mx.array(mask), None, real, len(encoded), truncated, mx.array(source),
+                 mx.array(source_mask))
+
+
 def make_batch(encoder: Encoder, records: Records, shared: bool, max_seq_length: int) -> Batch | None:
-    return collate([encoder.encode(r) for r in records], shared, max_seq_length)
+    encoded = [encoder.encode(r) for r in records]
+    if encoder.seq2seq:
+        return collate_seq2seq(encoded, max_seq_length, encoder.decoder_start, encoder.tokenizer.eos_token_id)
+    return collate(encoded, shared, max_seq_length)

@@ -35,12 +35,26 @@ def prefix_key(record: dict[str, Any]) -> tuple[str, str]:
 
 
 class Encoder:
-    """Tokenizes records through the model's chat template; caches prefixes (they repeat)."""
+    """Tokenizes records through the model's chat template; caches prefixes (they repeat).
 
-    def __init__(self, tokenizer: Any):
+    For an encoder-decoder model (`decoder_start` given) the same split serves: prefix + question
+    are the encoder's input, the completion the decoder's target.
+    """
+
+    def __init__(self, tokenizer: Any, decoder_start: int | None = None):
         self.tokenizer = tokenizer
+        self.decoder_start = decoder_start
         self.bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
         self._prefix_cache: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def seq2seq(self) -> bool:
+        return self.decoder_start is not None
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any) -> "Encoder":
+        args = getattr(model, "args", None) if getattr(model, "is_encoder_decoder", False) else None
+        return cls(tokenizer, args.decoder_start_token_id if args is not None else None)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []

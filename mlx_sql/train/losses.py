@@ -17,6 +17,8 @@ class Batch:
 
     Unshared: `tokens` is (B, L) full sequences, `prefix` is None.
     Shared: `prefix` is (1, P), `tokens` is (B, S) question+SQL segments attending to it.
+    Encoder-decoder (T5): `source` is (B, Ls) encoder input (prompt), `source_mask` 1 at its real
+    tokens, `tokens` the decoder's start token then the SQL.
     `mask[b, t]` is 1 where `tokens[b, t]` is a completion token (carries loss).
     """
 
@@ -26,10 +28,14 @@ class Batch:
     real_tokens: int  # non-pad tokens processed (the prefix once)
     examples: int
     truncated: int
+    source: mx.array | None = None
+    source_mask: mx.array | None = None
 
 
 def output_logits(model: nn.Module, hidden: mx.array) -> mx.array:
     """The model's own head on final hidden states (mlx-lm's `Model.__call__` after `model.model`)."""
+    if getattr(model, "is_encoder_decoder", False):
+        return model.logits(hidden)
     if "lm_head" in model:  # untied heads (tied ones are never created, or popped on load)
         logits = model.lm_head(hidden)
     else:
@@ -47,7 +53,10 @@ def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
     logits of every prompt position would be a third of a small model's training memory.
     """
     inputs, targets, mask = batch.tokens[:, :-1], batch.tokens[:, 1:], batch.mask[:, 1:]
-    if batch.prefix is None:
+    if batch.source is not None:
+        memory = model.encode(batch.source, batch.source_mask)
+        hidden = model.decode(inputs, memory, batch.source_mask)
+    elif batch.prefix is None:
         hidden = model.model(inputs, cache=None)  # Phi-2's model takes cache positionally, without a default
     else:
         collect = [CollectCache() for _ in model.layers]

@@ -46,9 +46,16 @@ class Shape:
     vocab: int
     tied: bool
     gated: bool = True  # a gate projection beside up/down (all but Phi-2's two-layer MLP)
+    encoder_layers: int = 0  # encoder-decoder (T5): the first blocks are the encoder's, the rest cross-attend
 
     @classmethod
     def from_config(cls, c: dict[str, Any]) -> "Shape":
+        if c.get("model_type") in ("t5", "mt5"):
+            from mlx_sql.models.t5 import T5Args
+
+            a = T5Args.from_config(c)
+            return cls(a.d_model, a.d_ff, a.num_layers + a.num_decoder_layers, a.num_heads, a.num_heads, a.d_kv,
+                       a.vocab_size, a.tie_word_embeddings, a.gated, a.num_layers)
         heads = c["num_attention_heads"]
         return cls(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], heads,
                    c.get("num_key_value_heads") or heads, c.get("head_dim") or c["hidden_size"] // heads,
@@ -65,8 +72,16 @@ class Shape:
             del out["gate_proj"]
         return out
 
-    def layer_params(self) -> int:
-        return sum(i * o for i, o in self.projections().values()) + 4 * self.hidden
+    def block_projections(self, block: int) -> list[tuple[str, tuple[int, int]]]:
+        """(recipe target, (in, out)) of each projection in block `block`: a T5 decoder block's cross-attention
+        has its own q/k/v/o, which the recipe's q_proj… targets adapt too."""
+        own = list(self.projections().items())
+        if self.encoder_layers and block >= self.encoder_layers:
+            own += [(k, v) for k, v in own if k in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        return own
+
+    def layer_params(self, block: int = 0) -> int:
+        return sum(i * o for _, (i, o) in self.block_projections(block)) + 4 * self.hidden
 
     def embedding_params(self) -> int:
         return self.vocab * self.hidden * (1 if self.tied else 2)
@@ -177,12 +192,11 @@ def adapted_layers(shape: Shape, t: Any) -> int:
 
 def trainable_parameters(shape: Shape, t: Any) -> int:
     """Parameters the optimizer updates: also the float32 gradient each rank all-reduces every step."""
+    blocks = range(shape.layers - adapted_layers(shape, t), shape.layers)
     if t.method == "full":
-        return adapted_layers(shape, t) * shape.layer_params()
-    proj = shape.projections()
-    per = sum(t.rank * (proj[k][0] + proj[k][1]) + (proj[k][1] if t.method == "dora" else 0)
-              for k in t.target_modules if k in proj)
-    return adapted_layers(shape, t) * per
+        return sum(shape.layer_params(b) for b in blocks)
+    return sum(t.rank * (i + o) + (o if t.method == "dora" else 0)
+               for b in blocks for k, (i, o) in shape.block_projections(b) if k in t.target_modules)
 
 
 def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None,
@@ -192,13 +206,15 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
     positions (the loss): `logit_tokens` of them, or `completion` per row."""
     t, m = recipe.train, recipe.model
     dtype_bytes = BYTES[default_dtype(m) if m.dtype == "auto" else m.dtype]
-    layer_w = shape.layer_params()
-    if m.quantize:
-        linear = sum(i * o for i, o in shape.projections().values())
-        per_layer = linear * m.quantize / 8 + 2 * linear / QUANT_GROUP * dtype_bytes + (layer_w - linear) * dtype_bytes
-    else:
-        per_layer = layer_w * dtype_bytes
-    weights = shape.layers * per_layer + shape.embedding_params() * dtype_bytes
+    weights = shape.embedding_params() * dtype_bytes
+    for block in range(shape.layers):
+        layer_w = shape.layer_params(block)
+        if m.quantize:
+            linear = sum(i * o for _, (i, o) in shape.block_projections(block))
+            weights += linear * m.quantize / 8 + 2 * linear / QUANT_GROUP * dtype_bytes \
+                + (layer_w - linear) * dtype_bytes
+        else:
+            weights += layer_w * dtype_bytes
 
     layers = adapted_layers(shape, t)
     trainable_params = trainable_parameters(shape, t)
@@ -206,12 +222,29 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
     optimizer = trainable_params * 4 * 2  # AdamW first and second moments
 
     batch = rows or t.batch_size
-    rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
+    if logit_tokens is None:
+        logit_tokens = batch * min(segment, completion if completion is not None else segment)
     saved_per_token = 10 * shape.hidden + 3 * shape.heads * shape.head_dim + 2 * shape.kv_heads * shape.head_dim \
         + 4 * shape.intermediate
     act = dtype_bytes  # activations live in the compute dtype (float32 on a CPU, bfloat16 on a Mac GPU)
-    per_layer_act = sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * act
-                        for b, n, keys in rows)
+
+    def layer_activations(rows: list[tuple[int, int, int]]) -> float:
+        return sum(b * n * (LINEAR_FACTOR * saved_per_token + ATTENTION_FACTOR * shape.heads * keys) * act
+                   for b, n, keys in rows)
+
+    logits = logit_tokens * shape.vocab * 4 * LOGIT_FACTOR  # logits, log-softmax, their gradients
+    if shape.encoder_layers:  # T5: the prompt runs through the encoder, the SQL through the decoder
+        target = max(1, logit_tokens // batch) + 1  # decoder start token + the SQL
+        source = max(1, segment - target + 1)
+        decoder_layers = shape.layers - shape.encoder_layers
+        encoder_adapted = max(0, layers - decoder_layers)  # backward reaches the encoder only if adapters do
+        activations = (encoder_adapted * layer_activations([(batch, source, source)])
+                       + min(layers, decoder_layers) * layer_activations([(batch, target, target + source)]))
+        if encoder_adapted == 0 and layers:  # the encoder's output is still kept: cross-attention reads it
+            activations += batch * source * shape.hidden * act
+        return Plan(weights, trainable, optimizer, activations, logits, batch * (source + target))
+    rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
+    per_layer_act = layer_activations(rows)
     if prefix:  # each segment row gets its own copy of the prefix keys and values, joined to its own
         per_layer_act += 2 * batch * (prefix + segment) * shape.kv_heads * shape.head_dim * act
     # Unshared batches (attention under MLX's "causal" mask) hold two more copies of one layer's attention
@@ -223,9 +256,6 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
         activations = layers * sum(b * n * shape.hidden * act for b, n, _ in rows) + 2 * per_layer_act + transient
     else:
         activations = layers * per_layer_act + transient
-    if logit_tokens is None:
-        logit_tokens = batch * min(segment, completion if completion is not None else segment)
-    logits = logit_tokens * shape.vocab * 4 * LOGIT_FACTOR  # logits, log-softmax, their gradients
     return Plan(weights, trainable, optimizer, activations, logits, sum(b * n for b, n, _ in rows))
 
 
@@ -276,11 +306,10 @@ def peak_context(recipe: Recipe) -> PeakContext:
     encoder = None
     folder = local_model_folder(recipe.model)
     if folder is not None:  # a tokenizer on disk is cheap to load
-        from mlx_lm.utils import load_tokenizer
-
+        from mlx_sql.models.tokenizer import load_folder_tokenizer
         from mlx_sql.train.encode import Encoder
 
-        encoder = Encoder(load_tokenizer(folder))
+        encoder = Encoder(load_folder_tokenizer(folder))
     prefix, segment, completion = sequence_lengths(recipe, encoder)
     peak: dict = dict(prefix=prefix, segment=segment, completion=completion)
     if encoder is not None and (recipe.data_dir / "train.jsonl").is_file():

@@ -112,13 +112,17 @@ class Trainer:
                  on_report: Callable[[StepReport], None] | None = None):
         self.model, self.recipe, self.cfg = model, recipe, recipe.train
         self.out_dir = recipe.adapter_dir
-        self.encoder = Encoder(tokenizer)
+        self.encoder = Encoder.for_model(model, tokenizer)
         self.shared = self.cfg.batching == "schema_shared"
         self.on_report = on_report
         data_dir = recipe.data_dir
         self.train_path, self.valid_path = data_dir / "train.jsonl", data_dir / "valid.jsonl"
         if not self.train_path.is_file():
             raise MlxSqlError("no training data: run `mlx-sql data build` with this recipe first", self.train_path)
+        if getattr(model, "is_encoder_decoder", False) and (self.shared or self.cfg.grad_checkpoint):
+            raise MlxSqlError("an encoder-decoder model (T5) reads schema and question together in its encoder: "
+                              "set train.batching = \"unshared\" and train.grad_checkpoint = false",
+                              recipe.source or recipe.name)
         self.config = adapter_config(model, self.cfg, base)
         # one process unless launched by `mlx.launch`: then data-parallel over mx.distributed
         self.group = mx.distributed.init()
