@@ -71,7 +71,9 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
     from mlx_sql.train.trainer import train
 
     run = Path(args.out) / args.model / f"train-{name}"
-    data = Path(args.out) / args.model / "train-data"  # every variant trains on the same examples
+    # variants that change only training share one dataset; a data.* override (schema text) gets its own
+    data_sets = sorted(s for s in sets.split(";") if s.startswith("data."))
+    data = Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
     recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f'train.adapter_dir="{run}"',
                                               f"data.max_examples={args.train_examples}",
                                               f"train.iters={args.train_steps}", "train.save_every=10",

@@ -24,6 +24,8 @@ def recipe_for(tiny_recipe):
     ("llama", ["train.batching=unshared", "train.batch_size=8"]),
     ("gemma3_text", ["train.batching=unshared", "train.grad_checkpoint=true", "train.batch_size=8"]),
     ("gemma3_text", ["train.batching=schema_shared", "train.batch_size=8"]),
+    ("t5-v1_1", ["train.batching=unshared", "train.num_layers=-1", "train.batch_size=8"]),
+    ("t5", ["train.batching=unshared", "train.num_layers=2", "train.batch_size=8"]),  # decoder only
 ])
 def test_prediction_within_25_percent_of_measured_peak(recipe_for, arch, overrides):
     recipe = recipe_for(arch, *overrides)

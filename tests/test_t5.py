@@ -202,3 +202,37 @@ def test_ollama_is_refused_a_t5_gguf(t5_folder, tmp_path):
     with pytest.raises(MlxSqlError, match="Ollama cannot run encoder-decoder"):
         write_modelfile(gguf, None, "t5-sql", 2048, "Write SQL.", create=False)
     assert not (tmp_path / "Modelfile").exists()
+
+
+def test_recipe_stages_train_resume_eval_fuse_export_plan(tiny_recipe, tmp_path):
+    """The decoder models' stages, on T5: a stopped run resumes to the very adapter of a straight one;
+    eval (MLX, encoder once per question) and the fused f16 GGUF in llama.cpp write the same SQL."""
+    from mlx_sql.eval.pipeline import evaluate_model
+    from mlx_sql.export.fuse import fuse_adapter
+    from mlx_sql.export.gguf_writer import export_gguf
+    from mlx_sql.train.plan import make_plan
+    from mlx_sql.train.trainer import train
+
+    sets = ["train.batching=unshared", "train.iters=6", "train.save_every=2", "train.num_layers=-1", "train.lr=5e-3",
+            "eval.max_examples=4", "eval.max_tokens=24", "export.gguf_dtype=f16"]
+    straight = tiny_recipe("t5", *sets, examples=16, name="straight")
+    stopped = tiny_recipe("t5", *sets, examples=16, name="stopped")
+    full = train(straight)
+    assert full.steps == 6 and full.final_train_loss < full.history[0].train_loss
+    assert train(stopped, stop_after=4).steps == 4
+    assert train(stopped, resume=True).steps == 6
+    a, b = (mx.load(str(r.adapter_dir / "adapters.safetensors")) for r in (straight, stopped))
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    mlx_report = evaluate_model(straight, tmp_path / "eval-mlx", "mlx", straight.adapter_dir, "mlx")
+    fused = fuse_adapter(straight.adapter_dir, straight.adapter_dir / "fused")
+    assert (fused.out_dir / "spiece.model").is_file()
+    export_gguf(fused.out_dir, fused.out_dir / "model-f16.gguf", "f16")
+    cpp_report = evaluate_model(straight, tmp_path / "eval-cpp", "cpp", straight.adapter_dir, "llamacpp")
+    assert mlx_report.summary["all"]["count"] == cpp_report.summary["all"]["count"] == 4
+    ours = [json.loads(line)["raw"] for line in (tmp_path / "eval-mlx" / "predictions.jsonl").read_text().splitlines()]
+    theirs = [json.loads(line)["raw"] for line in (tmp_path / "eval-cpp" / "predictions.jsonl").read_text().splitlines()]
+    assert sum(x == y for x, y in zip(ours, theirs)) >= 3, (ours, theirs)
+
+    plan, verdicts, _ = make_plan(straight)
+    assert 0 < plan.total < 1e9 and plan.logits > 0 and verdicts[1].status == "fits"

@@ -87,7 +87,11 @@ def write_modelfile(gguf: Path, tokenizer: Any, name: str, num_ctx: int, instruc
     """Write <gguf folder>/Modelfile; run `ollama create` when ollama is on PATH."""
     from mlx_sql.models.gguf_import import gguf_architecture
 
-    if gguf_architecture(gguf) == "t5":
+    try:
+        architecture = gguf_architecture(gguf)
+    except MlxSqlError:  # unreadable here: Ollama itself will judge the file
+        architecture = ""
+    if architecture == "t5":
         raise MlxSqlError("Ollama cannot run encoder-decoder (T5) models: it loads them but fails on the first "
                           "prompt (ollama/ollama#10666). Use `mlx-sql ask`/`eval` (MLX, or --backend llamacpp "
                           "with this GGUF) or llama.cpp's `llama-cli -m` instead", gguf)

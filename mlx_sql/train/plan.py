@@ -242,6 +242,9 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
                        + min(layers, decoder_layers) * layer_activations([(batch, target, target + source)]))
         if encoder_adapted == 0 and layers:  # the encoder's output is still kept: cross-attention reads it
             activations += batch * source * shape.hidden * act
+        # one encoder layer's scores, biased and softmaxed, exist together in its forward (and its backward):
+        # measured, adapters in the encoder or not
+        activations += TRANSIENT_ATTENTION * batch * shape.heads * source * source * act
         return Plan(weights, trainable, optimizer, activations, logits, batch * (source + target))
     rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
     per_layer_act = layer_activations(rows)
