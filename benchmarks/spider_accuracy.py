@@ -69,7 +69,10 @@ def run_model(key: str, args) -> dict:
         if source is None:
             raise SystemExit(f"{key}: --base-only scores the model's own GGUF, and its recipe names none")
         base = evaluate(recipe, run / "eval-base-gguf", f"{key}-base", "llamacpp", None, source)
-        return {"title": title, "base": base, "gguf": source.name}
+        d = recipe.data
+        prompt = f"schema as {'CREATE TABLE' if d.schema_format == 'ddl' else d.schema_format}" + \
+            (f" with {d.sample_rows} sample rows per table" if d.sample_rows else "")
+        return {"title": title, "base": base, "gguf": source.name, "prompt": prompt}
     if not (run / "data" / "train.jsonl").is_file():
         built = build_dataset(recipe, load_tokenizer(recipe.model))
         log(f"{key}: {built.train} train / {built.valid} valid examples")
@@ -176,7 +179,8 @@ def main() -> None:
     if args.base_only:
         key = "spider-base-" + "-".join(models)
         lines = ["Untrained, each model's own GGUF as published (" + ", ".join(f"`{r['gguf']}`" for r in
-                 results.values()) + ") in llama.cpp, the recipe's prompt (schema as CREATE TABLE), greedy, "
+                 results.values()) + ") in llama.cpp, the recipe's prompt (" + "; ".join(sorted({r["prompt"] for r in
+                 results.values()})) + "), greedy, "
                  f"max {args.max_tokens} tokens, on the Spider dev questions whose database exists.", "",
                  table(results), "", ANCHORS]
         update_section(key, "Accuracy on Spider, base models only (`benchmarks/spider_accuracy.py --base-only "

@@ -80,10 +80,12 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
                                               "train.eval_every=1000", *[s for s in sets.split(";") if s]])
     if not (data / "train.jsonl").is_file():
         build_dataset(recipe, load_tokenizer(recipe.model))
-    if not (run / "adapters.safetensors").is_file() or (run / CHECKPOINT_DIR / "position.json").is_file():
+    position = run / CHECKPOINT_DIR / "position.json"
+    finished = position.is_file() and json.loads(position.read_text())["step"] >= args.train_steps
+    if not (run / "adapters.safetensors").is_file() or (position.is_file() and not finished):
         start = time.perf_counter()
         try:
-            result = train(recipe, resume=(run / CHECKPOINT_DIR / "position.json").is_file())
+            result = train(recipe, resume=position.is_file())
             log(f"{name}: {result.steps} steps in {time.perf_counter() - start:.0f} s, "
                 f"train loss {result.final_train_loss:.3f}")
         except MlxSqlError as exc:
@@ -160,6 +162,13 @@ def main() -> None:
         lines.append(f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |")
     lines.append("")
     lines.append("Questions per level: " + ", ".join(f"{lv} {first[lv]['count']}" for lv in levels) + ".")
+    for spec in trained:  # the training budget of each trained variant, from its checkpoint
+        name, _, folder = spec.partition("=")
+        position = json.loads((Path(folder) / "checkpoint" / "position.json").read_text())
+        lines.append(f"LoRA, {name}: {position['step']} steps, {position['examples_seen']} examples of Spider train "
+                     f"(minus the held-out databases), {position['seconds'] / 60:.0f} minutes; "
+                     f"{position['truncated']} examples had the tail of their schema cut to fit "
+                     "`train.max_seq_length`.")
     update_section(f"spider-validation-{args.model}", f"Recipe choices on a validation split: {title} "
                    "(`benchmarks/spider_validation.py`)", "\n".join(lines))
 
