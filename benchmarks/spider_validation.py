@@ -5,13 +5,18 @@ their schemas are as unseen as dev's. Each variant (recipe overrides) is scored 
 held-out questions: the base model through llama.cpp on the model's own GGUF (prompt choices:
 schema format, sample rows), and, given --adapter NAME=DIR, trained adapters (training choices)
 through MLX or as a fused q8_0 GGUF. Finished variants are reused from their report folders.
-Writes the "Recipe choices on a validation split" section of RESULTS.md.
+Writes the "Recipe choices on a validation split" section of RESULTS.md; rows (and budget lines) of
+variants not run this time are kept from the section as it stands, so one new variant costs one run.
 
     python benchmarks/spider_validation.py --model qwen0.5b --variant ddl= --variant compact=data.schema_format=compact
     python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 --train recipe= --train layers24=train.num_layers=24
 
 --train NAME=overrides trains an adapter on the rest of Spider train (the same held-out split; resumable,
 finished runs reused) for --train-steps optimizer steps, then scores it like --adapter.
+With `data.own_answers=own` among its overrides, the untrained model first answers the questions of the
+first --train-steps batches (llama.cpp), and those it gets right keep its own SQL as the target:
+
+    python benchmarks/spider_validation.py --model qwen0.5b --train own=data.own_answers=own
 """
 
 from __future__ import annotations
@@ -48,17 +53,39 @@ def held_out(recipe) -> list[str]:
 
 
 def score_variant(recipe, out: Path, name: str, databases: list[str], limit: int, adapter: Path | None,
-                  backend: str, gguf: str | None) -> dict:
+                  backend: str, gguf: str | None, keep=None) -> dict:
     from mlx_sql.eval.pipeline import evaluate_model
 
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())["summary"]
     start = time.perf_counter()
-    report = evaluate_model(recipe, out, name, adapter, backend, gguf, resume=True, max_examples=limit,
-                            db_filter=databases)
+    report = evaluate_model(recipe, out, name, adapter, backend, gguf, resume=True, max_examples=limit or None,
+                            db_filter=databases, keep=keep)
     log(f"{name}: EX {report.summary['all']['execution_accuracy']:.1f}% on {report.summary['all']['count']} "
         f"in {time.perf_counter() - start:.0f} s")
     return report.summary
+
+
+def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
+    """Table rows and budget lines of the section `key` as RESULTS.md has it, by variant label."""
+    import re
+
+    match = re.search(rf"<!-- {re.escape(key)} -->(.*?)<!-- /{re.escape(key)} -->", text, re.S)
+    rows, budgets = [], {}
+    for line in (match.group(1).splitlines() if match else []):
+        if re.match(r"\| (base|LoRA), ", line):
+            rows.append(line)
+        elif re.match(r"LoRA, [^:]+: \d+ steps", line):
+            budgets[line.split(":", 1)[0]] = line
+    return rows, budgets
+
+
+def data_folder(args, sets: str) -> Path:
+    """Variants that change only training share one dataset; data.* overrides (schema text) get their own,
+    own answers by name only (their value is a path)."""
+    data_sets = sorted(s.split("=")[0] if s.startswith("data.own_answers=") else s
+                       for s in sets.split(";") if s.startswith("data."))
+    return Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
 
 
 def train_variant(recipe_file: str, common: list[str], name: str, sets: str, args) -> Path:
@@ -71,9 +98,7 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
     from mlx_sql.train.trainer import train
 
     run = Path(args.out) / args.model / f"train-{name}"
-    # variants that change only training share one dataset; a data.* override (schema text) gets its own
-    data_sets = sorted(s for s in sets.split(";") if s.startswith("data."))
-    data = Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
+    data = data_folder(args, sets)
     recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f'train.adapter_dir="{run}"',
                                               f"data.max_examples={args.train_examples}",
                                               f"train.iters={args.train_steps}", "train.save_every=10",
@@ -92,6 +117,29 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
             if "already finished" not in str(exc):
                 raise
     return run
+
+
+def own_answers(recipe_file: str, common: list[str], sets: str, args) -> Path:
+    """The untrained model's answers to the questions the first `--train-steps` batches hold, scored
+    (resumable): the `data.own_answers` of a self-distilled variant."""
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.data.jsonl import iter_jsonl
+    from mlx_sql.models.sources import gguf_file
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import load_recipe
+
+    plain = [s for s in sets.split(";") if s and not s.startswith("data.own_answers")]
+    data = data_folder(args, ";".join(plain))
+    recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f"data.max_examples={args.train_examples}",
+                                              *plain])
+    if not (data / "train.jsonl").is_file():
+        build_dataset(recipe, load_tokenizer(recipe.model))
+    records = [r for _, r in iter_jsonl(data / "train.jsonl")][: args.train_steps * recipe.train.batch_size]
+    wanted = {(r["db_id"], r["question"]) for r in records}
+    out = Path(args.out) / args.model / f"own-answers{data.name[len('train-data'):]}-{len(wanted)}"
+    score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf_file(recipe.model)),
+                  keep=lambda q: (q.db_id, q.question) in wanted)
+    return out
 
 
 def main() -> None:
@@ -120,7 +168,7 @@ def main() -> None:
     common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", *SPLIT]
     rows: dict[str, dict] = {}
     databases: list[str] = []
-    for spec in args.variant or ["recipe="]:
+    for spec in args.variant or ([] if args.train or args.adapter else ["recipe="]):
         name, _, sets = spec.partition("=")
         recipe = load_recipe(ROOT / recipe_file, [*common, *[s for s in sets.split(";") if s]])
         databases = databases or held_out(recipe)
@@ -128,8 +176,11 @@ def main() -> None:
         rows[f"base, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"base-{name}",
                                               f"{args.model}-base-{name}", databases, args.questions, None,
                                               "llamacpp", str(gguf) if gguf else None)
-    trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}"
-               for name, _, sets in (spec.partition("=") for spec in args.train)]
+    # "own" in a --train variant's overrides: data.own_answers = the base model's answers (self-distillation)
+    specs = [(name, sets.replace("data.own_answers=own", f'data.own_answers="{own_answers(recipe_file, common, sets, args)}"')
+              if "data.own_answers=own" in sets else sets)
+             for name, _, sets in (spec.partition("=") for spec in args.train)]
+    trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}" for name, sets in specs]
     for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")
         adapter = Path(folder)
@@ -150,6 +201,10 @@ def main() -> None:
                                               args.adapter_backend, str(gguf) if gguf else None)
 
     levels = ["easy", "medium", "hard", "extra", "all"]
+    key = f"spider-validation-{args.model}"
+    from results import RESULTS
+
+    kept_rows, kept_budgets = earlier_rows(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "", key)
     first = next(iter(rows.values()))
     lines = [f"{title} on {first['all']['count']} questions of {len(databases)} Spider *train* databases held "
              f"out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)}); base variants "
@@ -157,19 +212,22 @@ def main() -> None:
              f"{args.max_tokens} tokens. EM is Spider's exact set match.", "",
              "| variant | " + " | ".join(f"{lv} EX" for lv in levels) + " | all EM |",
              "|---|" + "---:|" * (len(levels) + 1)]
+    table = {line.split("|")[1].strip(): line for line in kept_rows}
     for label, summary in rows.items():
         cells = " | ".join(f"{summary[lv]['execution_accuracy']:.1f}" for lv in levels)
-        lines.append(f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |")
+        table[label] = f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |"
+    lines.extend(sorted(table.values(), key=lambda line: not line.startswith("| base")))
     lines.append("")
     lines.append("Questions per level: " + ", ".join(f"{lv} {first[lv]['count']}" for lv in levels) + ".")
     for spec in trained:  # the training budget of each trained variant, from its checkpoint
         name, _, folder = spec.partition("=")
         position = json.loads((Path(folder) / "checkpoint" / "position.json").read_text())
-        lines.append(f"LoRA, {name}: {position['step']} steps, {position['examples_seen']} examples of Spider train "
-                     f"(minus the held-out databases), {position['seconds'] / 60:.0f} minutes; "
-                     f"{position['truncated']} examples had the tail of their schema cut to fit "
-                     "`train.max_seq_length`.")
-    update_section(f"spider-validation-{args.model}", f"Recipe choices on a validation split: {title} "
+        kept_budgets[f"LoRA, {name}"] = (
+            f"LoRA, {name}: {position['step']} steps, {position['examples_seen']} examples of Spider train "
+            f"(minus the held-out databases), {position['seconds'] / 60:.0f} minutes; "
+            f"{position['truncated']} examples had the tail of their schema cut to fit `train.max_seq_length`.")
+    lines.extend(kept_budgets.values())
+    update_section(key, f"Recipe choices on a validation split: {title} "
                    "(`benchmarks/spider_validation.py`)", "\n".join(lines))
 
 

@@ -73,6 +73,9 @@ class DataConfig:
     distractor_tables: int = _opt(2, min=0, max=50)
     schema_token_budget: int = _opt(1024, min=64, max=32768, doc="inference-time schema budget, in tokens")
     max_examples: int | None = _opt(None, min=1)
+    own_answers: str | None = _opt(doc="an evaluation folder of the model on the train split (mlx-sql eval --set "
+                                   "eval.split=train): where its SQL returned the gold result, that SQL is the "
+                                   "target instead of the gold (self-distillation)", is_input_path=True)
     out_dir: str | None = _opt(doc="where train.jsonl / valid.jsonl go (default data/<recipe name>)")
     instruction: str = _opt("Write one SQLite query that answers the question, using only the tables and "
                             "columns in the schema. Reply with the SQL only.")

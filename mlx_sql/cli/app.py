@@ -92,6 +92,9 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     for line in report.failed_gold:
         console.print(f"[yellow]left out, the gold query failed:[/] {line}", highlight=False, markup=False)
     console.print(f"wrote [bold]{report.train}[/] train and [bold]{report.valid}[/] valid examples to {report.out_dir}")
+    if report.own_targets:
+        console.print(f"{report.own_targets} of the {report.train} training targets are the model's own SQL "
+                      f"(data.own_answers), the rest the gold query", highlight=False)
     if report.skipped:
         dbs = ", ".join(f"{db} ({n})" for db, n in sorted(report.skipped_missing_db.items()))
         console.print(f"[yellow]skipped {report.skipped} questions whose database is missing:[/] {dbs}")

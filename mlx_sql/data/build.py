@@ -14,6 +14,7 @@ import numpy as np
 from mlx_sql.data.benchmark import Benchmark, Question, recipe_benchmark
 from mlx_sql.data.examples import RECORD_KEYS, make_record, render_prompt_completion
 from mlx_sql.data.jsonl import iter_jsonl
+from mlx_sql.data.own_answers import OwnAnswers, load_own_answers
 from mlx_sql.data.hub import load_hf_questions
 from mlx_sql.data.pruning import prune_for_training
 from mlx_sql.data.schema import render_schema
@@ -40,6 +41,7 @@ class BuildReport:
     skipped_missing_db: dict[str, int]
     lengths: LengthStats
     failed_gold: list[str] = field(default_factory=list)  # own databases: "file:line: error" per pair left out
+    own_targets: int = 0  # training targets that are the model's own SQL (data.own_answers)
 
     @property
     def skipped(self) -> int:
@@ -122,7 +124,9 @@ def group_by_database(questions: list[Question], seed: int) -> list[Question]:
 
 def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str,
                 on_record: Callable[[dict[str, Any]], None] | None = None,
-                shared_tables: dict[str, set[str]] | None = None) -> Iterator[dict[str, Any]]:
+                shared_tables: dict[str, set[str]] | None = None,
+                own: OwnAnswers | None = None) -> Iterator[dict[str, Any]]:
+    """Records in order; with `own`, a question the model already answers correctly keeps its own SQL."""
     for q in questions:
         schema = bench.schema(q.db_id, split)
         if cfg.prune and shared_tables is not None:
@@ -131,6 +135,8 @@ def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, sp
             rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
             schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
         record = make_record(q, render_schema(schema, cfg.schema_format, cfg.sample_rows), cfg.instruction)
+        if own and (q.db_id, q.question) in own:
+            record["output"] = own[(q.db_id, q.question)]
         if on_record:
             on_record(record)
         yield record
@@ -168,6 +174,11 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
                f"{bench.db_path(questions[0].db_id, split)})" if questions else "the split has no questions")
         raise MlxSqlError(f"no training examples to build: {why}", bench.root)
     train, valid = split_questions(usable, cfg)
+    answers = load_own_answers(Path(cfg.own_answers), split) if cfg.own_answers else None
+    own_targets = sum((q.db_id, q.question) in answers for q in train) if answers else 0
+    if answers is not None and not own_targets:
+        raise MlxSqlError(f"none of the {len(train)} training questions is among its {len(answers)} correct "
+                          "answers (was it evaluated on other databases?)", cfg.own_answers)
     if on_total:
         on_total(len(train) + len(valid))
 
@@ -193,8 +204,8 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
         shared = database_tables(bench, train + valid, cfg, split)
         train, valid = group_by_database(train, cfg.seed), group_by_database(valid, cfg.seed)
     out = recipe.data_dir
-    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared))
+    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared, answers))
     n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure, shared))
     return BuildReport(out, n_train, n_valid, dict(missing),
                        LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)),
-                       own.failed if own else [])
+                       own.failed if own else [], own_targets)

@@ -26,9 +26,10 @@ class EvalReport:
     skipped: int
 
 
-def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (),
-                     max_examples: int | None = None) -> tuple[list[Question], list[Question], int]:
-    """(all questions of the split, those to score, how many lack their database), filters applied.
+def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (), max_examples: int | None = None,
+                     keep: Callable[[Question], bool] | None = None) -> tuple[list[Question], list[Question], int]:
+    """(all questions of the split, those to score, how many lack their database), filters applied;
+    `keep` picks questions one by one (e.g. those a training set holds).
 
     An unknown database in `db_filter` or nothing left to score is an error, never a 0% report.
     """
@@ -38,7 +39,8 @@ def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (),
     if unknown:
         shown = ", ".join(known[:40]) + (f", … ({len(known)} in all)" if len(known) > 40 else "")
         raise MlxSqlError(f"no database '{unknown[0]}' in the {split} split (databases: {shown})", bench.root)
-    usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)]
+    usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)
+              and (keep is None or keep(q))]
     skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
     usable = usable[: max_examples or len(usable)]
     if not usable:
@@ -183,7 +185,8 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
 def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | None = None, backend: str = "mlx",
                    model_name: str | None = None, resume: bool = False, max_examples: int | None = None,
                    db_filter: Sequence[str] = (), advance: Callable[[Scored], None] | None = None,
-                   on_total: Callable[[int], None] | None = None) -> EvalReport:
+                   on_total: Callable[[int], None] | None = None,
+                   keep: Callable[[Question], bool] | None = None) -> EvalReport:
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
     from mlx_sql.eval.extract import extract_sql
     from mlx_sql.eval.execution import Executor
@@ -192,7 +195,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     model_name = backend_model(recipe, adapter, backend, model_name)
     bench, _ = recipe_benchmark(recipe)
     split = recipe.eval.split
-    _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples)
+    _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples, keep)
     if on_total:
         on_total(len(usable))
     gen = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.models.spiece import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, read_sentencepiece
+from mlx_sql.models.spiece import CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, read_sentencepiece
 
 
 def _normalizer_steps(data: dict) -> list[dict]:
