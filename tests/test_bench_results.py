@@ -18,3 +18,15 @@ def test_a_section_is_replaced_in_place_and_a_new_one_appended(tmp_path):
     assert text.index("<!-- a -->") < text.index("<!-- b -->") < text.index("<!-- c -->")
     assert text.count("<!-- a -->") == 1 and "intro" in text and "\nb\n" in text
     assert "CPU cores" in text[text.index("## A (script)"):text.index("<!-- /a -->")]
+
+
+def test_the_validation_table_keeps_rows_of_variants_not_run_again():
+    from spider_validation import earlier_rows
+
+    text = ("x\n<!-- spider-validation-m -->\n## T\n\n| variant | all EX |\n|---|---:|\n| base, ddl | 42.5 |\n"
+            "| LoRA, rows3 | 42.0 |\n\nLoRA, rows3: 60 steps, 195 examples of Spider train\nQuestions per level: 5\n"
+            "<!-- /spider-validation-m -->\n| LoRA, elsewhere | 1 |\n")
+    rows, budgets = earlier_rows(text, "spider-validation-m")
+    assert rows == ["| base, ddl | 42.5 |", "| LoRA, rows3 | 42.0 |"]
+    assert budgets == {"LoRA, rows3": "LoRA, rows3: 60 steps, 195 examples of Spider train"}
+    assert earlier_rows("no section", "spider-validation-m") == ([], {})
