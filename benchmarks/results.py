@@ -28,6 +28,11 @@ def machine() -> str:
             f"Python {platform.python_version()}, mlx {mx.__version__} ({mx.default_device().type.name}){llama}")
 
 
+def section_pattern(key: str) -> re.Pattern:
+    """A section of RESULTS.md, markers included; group 1 is what lies between them."""
+    return re.compile(rf"<!-- {re.escape(key)} -->(.*?)<!-- /{re.escape(key)} -->", re.S)
+
+
 def update_section(key: str, title: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section `key` of RESULTS.md with `body`, dated and with the machine."""
     from mlx_sql.fileio import write_text
@@ -35,7 +40,7 @@ def update_section(key: str, title: str, body: str, path: Path = RESULTS) -> Non
     stamp = f"_{datetime.date.today().isoformat()}, {machine()}._"
     section = f"<!-- {key} -->\n## {title}\n\n{stamp}\n\n{body.strip()}\n<!-- /{key} -->"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
-    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->", re.S)
+    pattern = section_pattern(key)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     write_text(path, text)
     print(f"updated the '{title}' section of {path}")

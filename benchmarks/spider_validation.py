@@ -26,7 +26,7 @@ import json
 import time
 from pathlib import Path
 
-from results import ROOT, update_section
+from results import RESULTS, ROOT, section_pattern, update_section
 
 RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml"),
            "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),
@@ -70,7 +70,7 @@ def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
     """Table rows and budget lines of the section `key` as RESULTS.md has it, by variant label."""
     import re
 
-    match = re.search(rf"<!-- {re.escape(key)} -->(.*?)<!-- /{re.escape(key)} -->", text, re.S)
+    match = section_pattern(key).search(text)
     rows, budgets = [], {}
     for line in (match.group(1).splitlines() if match else []):
         if re.match(r"\| (base|LoRA), ", line):
@@ -202,8 +202,6 @@ def main() -> None:
 
     levels = ["easy", "medium", "hard", "extra", "all"]
     key = f"spider-validation-{args.model}"
-    from results import RESULTS
-
     kept_rows, kept_budgets = earlier_rows(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "", key)
     first = next(iter(rows.values()))
     lines = [f"{title} on {first['all']['count']} questions of {len(databases)} Spider *train* databases held "

@@ -12,7 +12,6 @@ result. Only the training split is accepted, so dev can never leak into training
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mlx_sql.errors import MlxSqlError
@@ -22,33 +21,22 @@ OwnAnswers = dict[tuple[str, str], str]  # (db_id, question) -> SQL that returne
 
 def load_own_answers(folder: Path, split: str) -> OwnAnswers:
     """The execution-correct predictions of the report in `folder`, which must answer `split`."""
-    summary_path, rows_path = folder / "summary.json", folder / "per_example.jsonl"
-    for path in (summary_path, rows_path):
-        if not path.is_file():
-            raise MlxSqlError(f"not an evaluation folder ({path.name} missing); make one with "
-                              "`mlx-sql eval --recipe RECIPE --set eval.split=train`", folder)
-    try:
-        answered = json.loads(summary_path.read_text(encoding="utf-8")).get("split")
-    except json.JSONDecodeError as exc:
-        raise MlxSqlError(f"not valid JSON ({exc.msg}, line {exc.lineno})", summary_path) from None
-    if answered != split:
-        raise MlxSqlError(f"this report answers the '{answered}' split; own answers must come from the "
-                          f"'{split}' split the recipe trains on", summary_path)
+    from mlx_sql.eval.report import load_report
+
+    summary, rows = load_report(folder, "; make one with `mlx-sql eval --recipe RECIPE --set eval.split=train`")
+    rows_path = folder / "per_example.jsonl"
+    if summary.get("split") != split:
+        raise MlxSqlError(f"this report answers the '{summary.get('split')}' split; own answers must come from "
+                          f"the '{split}' split the recipe trains on", folder / "summary.json")
     answers: OwnAnswers = {}
-    seen = 0
-    for number, line in enumerate(rows_path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, row in enumerate(rows, 1):
         try:
-            row = json.loads(line)
             key, sql, correct = (row["db_id"], row["question"]), row["prediction"], row["execution_match"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            why = exc.msg if isinstance(exc, json.JSONDecodeError) else f"missing field {exc}"
-            raise MlxSqlError(f"line {number}: not a scored prediction ({why})", rows_path) from None
-        seen += 1
+        except (KeyError, TypeError) as exc:
+            raise MlxSqlError(f"line {number}: not a scored prediction (missing field {exc})", rows_path) from None
         if correct is True and isinstance(sql, str) and sql.strip():
             answers[key] = sql.strip()
     if not answers:
-        raise MlxSqlError(f"none of its {seen} predictions returned the gold result: nothing to train on "
+        raise MlxSqlError(f"none of its {len(rows)} predictions returned the gold result: nothing to train on "
                           "from it", rows_path)
     return answers

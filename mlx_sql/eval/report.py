@@ -47,17 +47,28 @@ class Comparison:
     lost: list[dict]
 
 
-def _load(run: Path) -> tuple[dict, list[dict]]:
+def load_report(run: Path, hint: str = "") -> tuple[dict, list[dict]]:
+    """summary.json and the per_example.jsonl rows of an evaluation folder; `hint` says how to make one."""
+    paths = (run / "summary.json", run / "per_example.jsonl")
+    for path in paths:
+        if not path.is_file():
+            raise MlxSqlError(f"not an evaluation folder ({path.name} missing){hint}", run)
     try:
-        summary = json.loads((run / "summary.json").read_text())
-        rows = [json.loads(l) for l in (run / "per_example.jsonl").read_text().splitlines() if l]
-    except FileNotFoundError as exc:
-        raise MlxSqlError(f"not an evaluation folder ({Path(exc.filename).name} missing)", run) from None
+        summary = json.loads(paths[0].read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MlxSqlError(f"not valid JSON ({exc.msg}, line {exc.lineno})", paths[0]) from None
+    rows = []
+    for number, line in enumerate(paths[1].read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise MlxSqlError(f"line {number}: not valid JSON ({exc.msg})", paths[1]) from None
     return summary, rows
 
 
 def compare_runs(baseline: Path, candidate: Path, out: Path | None = None) -> Comparison:
-    (a, rows_a), (b, rows_b) = _load(baseline), _load(candidate)
+    (a, rows_a), (b, rows_b) = load_report(baseline), load_report(candidate)
     lines = [f"| hardness | count | EM {a['name']} | EM {b['name']} | Δ EM | EX {a['name']} | EX {b['name']} | Δ EX |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for level in ROWS:
