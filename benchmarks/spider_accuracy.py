@@ -45,6 +45,18 @@ def evaluate(recipe, out: Path, name: str, backend: str, adapter: Path | None, g
     return report.summary
 
 
+def seed_with_running_answers(done: Path, out: Path) -> None:
+    """Start an evaluation with retries from the greedy answers of `done` that SQLite ran: greedy decoding
+    is deterministic, so only the questions whose answer failed need generating again (and retrying)."""
+    if (out / "predictions.jsonl").is_file() or not (done / "per_example.jsonl").is_file():
+        return
+    ran = {json.loads(line)["index"] for line in (done / "per_example.jsonl").read_text().splitlines()
+           if not json.loads(line)["error"]}
+    kept = [line for line in (done / "predictions.jsonl").read_text().splitlines() if json.loads(line)["index"] in ran]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.jsonl").write_text("".join(line + "\n" for line in kept))
+
+
 def run_model(key: str, args) -> dict:
     from mlx_sql.data.build import build_dataset
     from mlx_sql.export.fuse import fuse_adapter
@@ -60,7 +72,8 @@ def run_model(key: str, args) -> dict:
     run = Path(args.out) / key
     sets = [f'data.path="{args.spider}"', f'data.out_dir="{run / "data"}"', f'train.adapter_dir="{run / "adapter"}"',
             f"data.max_examples={args.train_examples}", *VALIDATION_SPLIT, f"train.epochs={args.epochs}",
-            "train.save_every=25", "train.eval_every=100", f"eval.max_tokens={args.max_tokens}", *args.set]
+            "train.save_every=25", "train.eval_every=100", f"eval.max_tokens={args.max_tokens}",
+            "eval.retries=0", *args.set]  # greedy answers; --retries adds a row with them
     recipe = load_recipe(ROOT / recipe_file, sets)
     if args.base_only:  # the published GGUF itself, as `mlx-sql eval --backend llamacpp --model FILE` scores it
         from mlx_sql.models.sources import gguf_file
@@ -72,7 +85,14 @@ def run_model(key: str, args) -> dict:
         d = recipe.data
         prompt = f"schema as {'CREATE TABLE' if d.schema_format == 'ddl' else d.schema_format}" + \
             (f" with {d.sample_rows} sample rows per table" if d.sample_rows else "")
-        return {"title": title, "base": base, "gguf": source.name, "prompt": prompt}
+        retried = None
+        if args.retries:  # execution-guided decoding on the same greedy answers (reused: they are the same)
+            sets_retry = [f"eval.retries={args.retries}", f"eval.retry_temperature={args.retry_temperature}"]
+            folder = run / f"eval-base-gguf-retries{args.retries}"
+            seed_with_running_answers(run / "eval-base-gguf", folder)
+            retried = evaluate(load_recipe(ROOT / recipe_file, [*sets, *sets_retry]), folder,
+                               f"{key}-base-retries{args.retries}", "llamacpp", None, source)
+        return {"title": title, "base": base, "retried": retried, "retries": args.retries, "gguf": source.name, "prompt": prompt}
     if not (run / "data" / "train.jsonl").is_file():
         built = build_dataset(recipe, load_tokenizer(recipe.model))
         log(f"{key}: {built.train} train / {built.valid} valid examples")
@@ -121,7 +141,8 @@ def table(results: dict[str, dict]) -> str:
     lines = ["| model | | " + " | ".join(f"{lv} EM | {lv} EX" for lv in levels) + " |",
              "|---|---|" + "---:|---:|" * len(levels)]
     for r in results.values():
-        for label, summary in (("base", r["base"]), ("LoRA", r.get("tuned"))):
+        for label, summary in (("base", r["base"]), (f"base, retries {r.get('retries')}", r.get("retried")),
+                               ("LoRA", r.get("tuned"))):
             if summary is None:
                 continue
             cells = " | ".join(f"{summary[lv]['exact_set_match']:.1f} | {summary[lv]['execution_accuracy']:.1f}"
@@ -170,6 +191,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "spider-accuracy"))
     parser.add_argument("--set", action="append", default=[], help="extra recipe override for every model")
     parser.add_argument("--base-only", action="store_true", help="score each model's own GGUF untrained; no training")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="with --base-only: also score with eval.retries=N (sample until SQLite runs the query)")
+    parser.add_argument("--retry-temperature", type=float, default=0.8)
     args = parser.parse_args()
     if not (Path(args.spider) / "tables.json").is_file():
         raise SystemExit(f"no Spider at {args.spider} (give --spider DIR)")
@@ -181,7 +205,10 @@ def main() -> None:
         lines = ["Untrained, each model's own GGUF as published (" + ", ".join(f"`{r['gguf']}`" for r in
                  results.values()) + ") in llama.cpp, the recipe's prompt (" + "; ".join(sorted({r["prompt"] for r in
                  results.values()})) + "), greedy, "
-                 f"max {args.max_tokens} tokens, on the Spider dev questions whose database exists.", "",
+                 f"max {args.max_tokens} tokens, on the Spider dev questions whose database exists."
+                 + (f" \"retries {args.retries}\": where SQLite rejected the greedy query, up to {args.retries} samples "
+                    f"(temperature {args.retry_temperature}, top-k 40) and the first that runs is the answer "
+                    "(`eval.retries`, execution-guided decoding; no training)." if args.retries else ""), "",
                  table(results), "", ANCHORS]
         update_section(key, "Accuracy on Spider, base models only (`benchmarks/spider_accuracy.py --base-only "
                        f"--models {args.models}`)", "\n".join(lines))

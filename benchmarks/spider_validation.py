@@ -73,11 +73,23 @@ def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
     match = section_pattern(key).search(text)
     rows, budgets = [], {}
     for line in (match.group(1).splitlines() if match else []):
-        if re.match(r"\| (base|LoRA), ", line):
+        if re.match(r"\| (base|base \(q8_0 export\)|LoRA), ", line):
             rows.append(line)
         elif re.match(r"LoRA, [^:]+: \d+ steps", line):
             budgets[line.split(":", 1)[0]] = line
     return rows, budgets
+
+
+def base_export(recipe, out: Path) -> Path:
+    """The untrained model through the path adapters take (GGUF import to MLX, then our q8_0 export): the
+    control that separates what training changes from what the round trip changes."""
+    from mlx_sql.export.gguf_writer import export_gguf
+    from mlx_sql.models.sources import resolve_model_path
+
+    gguf = out / "model-q8_0.gguf"
+    if not gguf.is_file():
+        export_gguf(resolve_model_path(recipe.model), gguf, "q8_0")
+    return gguf
 
 
 def data_folder(args, sets: str) -> Path:
@@ -156,6 +168,8 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--adapter-backend", choices=["mlx", "llamacpp"], default="llamacpp",
                         help="llamacpp: fuse, export q8_0, score the GGUF (fast on a CPU)")
+    parser.add_argument("--base-export", action="store_true",
+                        help="also score each --variant on the untrained model exported as q8_0 (the adapters' path)")
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--out", default=str(ROOT / "runs" / "spider-validation"))
@@ -165,7 +179,8 @@ def main() -> None:
     from mlx_sql.recipe import load_recipe
 
     title, recipe_file = RECIPES[args.model]
-    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", *SPLIT]
+    # greedy answers unless a variant sets eval.retries (its overrides come after these)
+    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0", *SPLIT]
     rows: dict[str, dict] = {}
     databases: list[str] = []
     for spec in args.variant or ([] if args.train or args.adapter else ["recipe="]):
@@ -176,6 +191,11 @@ def main() -> None:
         rows[f"base, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"base-{name}",
                                               f"{args.model}-base-{name}", databases, args.questions, None,
                                               "llamacpp", str(gguf) if gguf else None)
+        if args.base_export:
+            folder = Path(args.out) / args.model / f"base-export-{name}"
+            rows[f"base (q8_0 export), {name}"] = score_variant(
+                recipe, folder, f"{args.model}-base-export-{name}", databases, args.questions, None, "llamacpp",
+                str(base_export(recipe, Path(args.out) / args.model / "base-export")))
     # "own" in a --train variant's overrides: data.own_answers = the base model's answers (self-distillation)
     specs = [(name, sets.replace("data.own_answers=own", f'data.own_answers="{own_answers(recipe_file, common, sets, args)}"')
               if "data.own_answers=own" in sets else sets)
@@ -207,7 +227,10 @@ def main() -> None:
     lines = [f"{title} on {first['all']['count']} questions of {len(databases)} Spider *train* databases held "
              f"out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)}); base variants "
              "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs; greedy, max "
-             f"{args.max_tokens} tokens. EM is Spider's exact set match.", "",
+             f"{args.max_tokens} tokens. EM is Spider's exact set match. A `-retryN` variant sets `eval.retries=N`: where "
+             "SQLite rejects the greedy query, up to N samples (temperature `eval.retry_temperature`, 0.8; top-k 40) "
+             "and the first that runs is the answer — execution-guided decoding, no training; `base (q8_0 export)` is "
+             "the untrained model through the adapters' path (MLX import, our q8_0 export).", "",
              "| variant | " + " | ".join(f"{lv} EX" for lv in levels) + " | all EM |",
              "|---|" + "---:|" * (len(levels) + 1)]
     table = {line.split("|")[1].strip(): line for line in kept_rows}

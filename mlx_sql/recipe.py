@@ -122,6 +122,10 @@ class EvalConfig:
     backend: str = _opt("mlx", choices=BACKENDS)
     max_tokens: int = _opt(256, min=1, max=8192)
     batch_size: int = _opt(8, min=1, max=256)
+    retries: int = _opt(0, min=0, max=32, doc="when SQLite rejects the answer, sample up to this many more and keep the "
+                        "first that runs (execution-guided decoding; 0: the greedy answer only, as Spider's "
+                        "evaluation assumes)")
+    retry_temperature: float = _opt(0.8, min=0.05, max=2.0, doc="sampling temperature of those retries (top-k 40)")
 
 
 @dataclass

@@ -5,6 +5,7 @@ Every user error is one line on stderr and a non-zero exit; `--debug` shows the 
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -261,7 +262,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              overrides: Optional[List[str]] = SetOption) -> None:
     """Generate and score SQL (EM and EX by hardness), score a predictions file, or compare two runs."""
     from mlx_sql.eval.pipeline import evaluate_model, evaluate_predictions
-    from mlx_sql.eval.report import compare_runs, markdown_table
+    from mlx_sql.eval.report import compare_runs, markdown_table, retries_note
     from mlx_sql.recipe import load_recipe
 
     if compare:
@@ -302,6 +303,9 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             report = evaluate_model(cfg, target, run_name, adapter, backend or cfg.eval.backend, model, resume,
                                     max_examples, db or (), advance, total)
     console.print(markdown_table(report.summary), markup=False)
+    note = retries_note(json.loads((report.out_dir / "summary.json").read_text()))
+    if note:
+        console.print(note.strip(), markup=False)
     unparsed = sum(not s.parsed for s in report.scored)
     if unparsed:
         console.print(f"[yellow]{unparsed} predictions did not parse (scored wrong)[/]")

@@ -21,6 +21,7 @@ from mlx_sql.data.tables_json import tables_entry
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.execution import Executor
 from mlx_sql.eval.extract import extract_sql
+from mlx_sql.eval.retry import retry_until_it_runs
 from mlx_sql.recipe import Recipe
 from mlx_sql.sqlite import open_readonly
 from mlx_sql.sqltools import parse_sqlite
@@ -80,13 +81,20 @@ class Asker:
         question = question.strip()
         if not question:
             raise MlxSqlError("empty question")
-        raw = self.backend.generate(self.prompt(question))
+        record = self.prompt(question)
+        raw = self.backend.generate(record)
         sql = extract_sql(raw)
+        run = lambda query: self.executor.run(self.db_path, query)  # noqa: E731
+        result = None
+        if execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
+            retried = retry_until_it_runs(self.backend.generate, record, sql, run, self.recipe.eval.retries,
+                                          self.recipe.eval.retry_temperature)
+            sql, result = retried.sql, retried.result
         if not sql or parse_sqlite(sql) is None:
             return Answer(question, sql, raw, error="the model's answer is not a SQLite query")
         if not execute:
             return Answer(question, sql, raw)
-        result = self.executor.run(self.db_path, sql)
+        result = result or run(sql)
         if not result.ok:
             return Answer(question, sql, raw, error=f"SQLite: {result.error}")
         return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows])

@@ -22,6 +22,18 @@ from mlx_sql.train.prefix_cache import CollectCache, DecodeCache
 
 
 STOP_CHECK_EVERY = 8  # decoding the text costs more than a token: look for the statement's end now and then
+TOP_K = 40  # sampling (temperature > 0, `eval.retries`) draws from the 40 likeliest tokens, as llama.cpp and Ollama do
+
+
+def pick_token(logits: mx.array, temperature: float, key: mx.array | None) -> tuple[int, mx.array | None]:
+    """Greedy at temperature 0; else a draw from the top-k tokens at `temperature` (and the next key)."""
+    if temperature <= 0 or key is None:
+        return int(mx.argmax(logits, axis=-1).item()), key
+    key, sub = mx.random.split(key)
+    logits = logits.reshape(-1).astype(mx.float32)
+    top = mx.argpartition(-logits, TOP_K - 1)[:TOP_K] if logits.size > TOP_K else mx.arange(logits.size)
+    choice = mx.random.categorical(logits[top] / temperature, key=sub)
+    return int(top[choice].item()), key
 
 
 def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
@@ -47,7 +59,8 @@ def source_ids(encoder: Encoder, record: dict[str, Any]) -> list[int]:
 
 
 class Backend(Protocol):
-    def generate(self, record: dict[str, Any]) -> str: ...
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
+        """Greedy at temperature 0 (what scoring assumes); sampled, reproducibly per seed, above it."""
 
 
 class MLXBackend:
@@ -68,13 +81,14 @@ class MLXBackend:
             self._prefix = (prefix, kv)
         return self._prefix[1]
 
-    def generate(self, record: dict[str, Any]) -> str:
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         prefix, question = prompt_ids(self.encoder, record)
         cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
         out: list[int] = []
+        key = mx.random.key(seed) if temperature > 0 else None
         for _ in range(self.max_tokens):
-            token = int(mx.argmax(logits, axis=-1).item())
+            token, key = pick_token(logits, temperature, key)
             if token in self.eos:
                 break
             out.append(token)
@@ -142,13 +156,14 @@ class Seq2SeqMLXBackend:
         self.encoder = Encoder.for_model(model, tokenizer)
         self.eos = eos_ids(tokenizer)
 
-    def generate(self, record: dict[str, Any]) -> str:
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         memory = self.model.encode(mx.array([source_ids(self.encoder, record)]))
         cache = self.model.make_cache()
         token, out = self.encoder.decoder_start, []
+        key = mx.random.key(seed) if temperature > 0 else None
         for _ in range(self.max_tokens):
             logits = self.model.logits(self.model.decode(mx.array([[token]]), memory, None, cache))[0, -1]
-            token = int(mx.argmax(logits).item())
+            token, key = pick_token(logits, temperature, key)
             if token in self.eos:
                 break
             out.append(token)
@@ -167,11 +182,14 @@ class NaiveMLXBackend:
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         self.encoder = Encoder(tokenizer)
 
-    def generate(self, record: dict[str, Any]) -> str:
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         from mlx_lm import generate
+        from mlx_lm.sample_utils import make_sampler
 
         prefix, question = prompt_ids(self.encoder, record)
-        return generate(self.model, self.tokenizer, list(prefix) + question, max_tokens=self.max_tokens)
+        mx.random.seed(seed)
+        return generate(self.model, self.tokenizer, list(prefix) + question, max_tokens=self.max_tokens,
+                        sampler=make_sampler(temperature, top_k=TOP_K if temperature > 0 else 0))
 
 
 def post_json(url: str, body: dict[str, Any], timeout: float, what: str, headers: dict[str, str] | None = None) -> Any:
@@ -193,9 +211,10 @@ class OllamaBackend:
         self.model, self.url, self.timeout = model, base_url.rstrip("/") + "/api/chat", timeout
         self.options = {"temperature": 0, "num_ctx": context_window, "num_predict": max_tokens}
 
-    def generate(self, record: dict[str, Any]) -> str:
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
+        options = {**self.options, "temperature": temperature, **({"seed": seed, "top_k": TOP_K} if temperature else {})}
         answer = post_json(self.url, {"model": self.model, "messages": chat_messages(record, with_answer=False),
-                                      "stream": False, "options": self.options}, self.timeout, "Ollama")
+                                      "stream": False, "options": options}, self.timeout, "Ollama")
         try:
             return answer["message"]["content"]
         except (KeyError, TypeError):
@@ -213,9 +232,9 @@ class OpenAIBackend:
         self.model, self.timeout, self.max_tokens = model, timeout, max_tokens
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def generate(self, record: dict[str, Any]) -> str:
-        body = {"model": self.model, "messages": chat_messages(record, with_answer=False), "temperature": 0,
-                "max_tokens": self.max_tokens, "stream": False}
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
+        body = {"model": self.model, "messages": chat_messages(record, with_answer=False), "temperature": temperature,
+                "max_tokens": self.max_tokens, "stream": False, **({"seed": seed} if temperature else {})}
         answer = post_json(self.url, body, self.timeout, "chat server", self.headers)
         try:
             return answer["choices"][0]["message"]["content"] or ""
@@ -234,9 +253,10 @@ class LlamaCppSeq2SeqBackend:
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
         self.encoder = Encoder(tokenizer, self.llm.start)
 
-    def generate(self, record: dict[str, Any]) -> str:
-        out = self.llm.greedy(source_ids(self.encoder, record), self.max_tokens,
-                              stop=lambda tokens: statement_done(self.tokenizer, tokens))
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
+        out = self.llm.decode_tokens(source_ids(self.encoder, record), self.max_tokens,
+                                     stop=lambda tokens: statement_done(self.tokenizer, tokens),
+                                     temperature=temperature, seed=seed)
         return self.tokenizer.decode(out, skip_special_tokens=True)
 
 
@@ -259,14 +279,18 @@ class LlamaCppBackend:
             self.encoder = Encoder(tokenizer)
             self.eos = eos_ids(tokenizer) | {self.llm.token_eos()}
 
-    def generate(self, record: dict[str, Any]) -> str:
+    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
+        top_k = TOP_K if temperature > 0 else 1
         if self.tokenizer is None:
             result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
-                                                     temperature=0.0, top_k=1, max_tokens=self.max_tokens)
+                                                     temperature=temperature, top_k=top_k, seed=seed,
+                                                     max_tokens=self.max_tokens)
             return result["choices"][0]["message"]["content"] or ""
         prefix, question = prompt_ids(self.encoder, record)
         out: list[int] = []
-        for token in self.llm.generate(list(prefix) + question, temp=0.0, top_k=1, reset=True):
+        self.llm.set_seed(seed)
+        for token in self.llm.generate(list(prefix) + question, temp=temperature, top_k=top_k, top_p=1.0,
+                                       reset=True):
             if token in self.eos:
                 break
             out.append(token)

@@ -190,6 +190,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
     from mlx_sql.eval.extract import extract_sql
     from mlx_sql.eval.execution import Executor
+    from mlx_sql.eval.retry import retry_until_it_runs
     from mlx_sql.eval.scoring import score_one
 
     model_name = backend_model(recipe, adapter, backend, model_name)
@@ -217,8 +218,14 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
             if todo:
                 raws = gen.generate_batch([r for _, r in todo], batch_size) if batch_size > 1 \
                     else [gen.generate(r) for _, r in todo]
-                for (q, _), raw in zip(todo, raws):
+                for (q, record), raw in zip(todo, raws):
                     done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
+                    if recipe.eval.retries:
+                        db_path = bench.db_path(q.db_id, split)
+                        retried = retry_until_it_runs(gen.generate, record, done[q.index]["sql"],
+                                                      lambda sql: executor.run(db_path, sql), recipe.eval.retries,
+                                                      recipe.eval.retry_temperature)
+                        done[q.index].update(sql=retried.sql, failed=retried.failed)
                     sink.write(json.dumps(done[q.index]) + "\n")
                 sink.flush()
             for q, _ in chunk:
@@ -228,5 +235,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                     advance(result)
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
                                                    "backend": backend, "model": model_name, "split": split,
+                                                   "retries": recipe.eval.retries,
+                                                   "retried": sum(1 for q in usable if done[q.index].get("failed")),
                                                    "skipped_missing_database": skipped})
     return EvalReport(out_dir, summary, scored, skipped)

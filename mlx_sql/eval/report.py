@@ -26,6 +26,14 @@ def markdown_table(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def retries_note(meta: dict) -> str:
+    """Say so when answers are not all the greedy ones: execution-guided decoding is not what Spider's numbers assume."""
+    if not meta.get("retries"):
+        return ""
+    return (f"\nExecution-guided decoding (`eval.retries = {meta['retries']}`): where SQLite rejected the greedy "
+            f"query ({meta.get('retried', 0)} questions), the first of up to {meta['retries']} samples that ran.\n")
+
+
 def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict | None = None) -> dict:
     summary = summarize(scored)
     unparsed = [s.index for s in scored if not s.parsed]
@@ -34,7 +42,7 @@ def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict 
     write_text(out_dir / "summary.md", f"# {name}\n\n" + markdown_table(summary) +
                f"\nEM: Spider's exact set match. EX: execution accuracy (test-suite rules). Strict canonical match: "
                "both queries identical after sqlglot canonicalisation (mlx-sql's own, stricter).\n"
-               f"\n{len(unparsed)} predictions did not parse (scored wrong).\n")
+               f"\n{len(unparsed)} predictions did not parse (scored wrong).\n" + retries_note(meta or {}))
     write_jsonl(out_dir / "per_example.jsonl", scored_to_json(scored))
     accuracy_bars(out_dir / "accuracy.png", {name: summary}, title=f"{name}: execution accuracy by hardness")
     return summary

@@ -131,12 +131,20 @@ class LlamaCppSeq2Seq:
         rows += [self.step(t) for t in targets]
         return np.stack(rows)
 
-    def greedy(self, source: Sequence[int], max_tokens: int, stop: Any = None) -> list[int]:
-        """Greedy decoding until </s>, `max_tokens`, or `stop(tokens so far)` says the answer is complete."""
+    def decode_tokens(self, source: Sequence[int], max_tokens: int, stop: Any = None, temperature: float = 0.0,
+                      seed: int = 0, top_k: int = 40) -> list[int]:
+        """Decoding until </s>, `max_tokens`, or `stop(tokens so far)` says the answer is complete: greedy at
+        temperature 0, else drawn from the top-k tokens (numpy's generator, seeded)."""
         self.encode(source)
         logits, out = self.step(self.start), []
+        rng = np.random.default_rng(seed)
         while len(out) < max_tokens:
-            token = int(logits.argmax())
+            if temperature > 0:
+                top = np.argpartition(-logits, top_k - 1)[:top_k]
+                weights = np.exp((logits[top] - logits[top].max()) / temperature)
+                token = int(top[rng.choice(len(top), p=weights / weights.sum())])
+            else:
+                token = int(logits.argmax())
             if token == self.eos:
                 break
             out.append(token)
