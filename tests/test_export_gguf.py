@@ -83,6 +83,65 @@ def test_phi2_byte_level_vocab_tokenizes_like_hugging_face_in_llama_cpp(tiny_mod
         assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text), text
 
 
+DIGITS = ["SELECT count(*) FROM concert WHERE year = 2014 AND concert_id > 12345", "age 30, 456 and 7890",
+          "LIMIT 10;\n\n2024-11-05", "SELECT T1.name, T2.singer_id FROM singer AS T1 JOIN concert AS T2"]
+
+
+@pytest.mark.parametrize("arch, pre", [("qwen2", "qwen2"), ("llama", "gpt-2")])
+def test_byte_level_pre_tokenizer_is_named_so_llama_cpp_splits_digits_alike(tiny_model, exported, arch, pre):
+    """Qwen2's tokenizer.json splits every digit off (GPT-2's keeps runs of digits): the GGUF names the
+    pre-tokenizer llama.cpp must use, and llama.cpp's ids equal Hugging Face's on text with numbers."""
+    from gguf import GGUFReader
+
+    from mlx_sql.models.verify import llama_cpp_model
+
+    _, tok = load(str(tiny_model(arch)))
+    path = exported(arch, "f16").path
+    assert GGUFReader(path).fields["tokenizer.ggml.pre"].contents() == pre
+    llm = llama_cpp_model(path, n_ctx=256)
+    for text in DIGITS + STRINGS:
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text, add_special_tokens=False), text
+    if arch == "qwen2":  # and the test can tell: GPT-2's split ("." apart from "name") gives other ids here
+        from tokenizers import Tokenizer, pre_tokenizers
+
+        gpt2 = Tokenizer.from_file(str(tiny_model(arch) / "tokenizer.json"))
+        gpt2.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        assert any(gpt2.encode(t, add_special_tokens=False).ids != tok.encode(t, add_special_tokens=False)
+                   for t in DIGITS + STRINGS)
+
+
+@pytest.mark.parametrize("pre_tokenizer, name", [
+    ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                            {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}]},
+     "smollm"),
+    ({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+                                                "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}, "llama-bpe"),
+    ({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}, "gpt-2"),
+])
+def test_known_pre_tokenizers_by_name(pre_tokenizer, name):
+    from mlx_sql.export.gguf_writer import byte_level_pre
+
+    assert byte_level_pre({"pre_tokenizer": pre_tokenizer}) == name
+
+
+def test_an_unknown_pre_tokenizer_is_refused_in_one_line(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "odd"
+    shutil.copytree(tiny_model("llama"), folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(MlxSqlError, match=r"tokenizer\.json: pre-tokenizer Split \+ ByteLevel has no llama\.cpp") as err:
+        export_gguf(folder, tmp_path / "odd.gguf", "f16")
+    assert "\n" not in str(err.value) and not (tmp_path / "odd.gguf").exists()
+
+
 def test_phi2_with_embedding_rows_beyond_its_vocabulary(tmp_path):
     """Real Phi-2 has 51,200 embedding rows for 50,295 tokens: the GGUF pads the vocabulary as llama.cpp's
     converter does ([PADn], unused), or llama.cpp refuses the file."""

@@ -105,8 +105,15 @@ def build_sentencepiece_tokenizer(family: str, out: Path, vocab_size: int = 700)
     return fast
 
 
-def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+# Byte-level tokenizers split text before BPE: GPT-2's regex (runs of digits) unless the architecture's real
+# tokenizer does otherwise — Qwen2's splits every digit off, and its GGUF must say so ("qwen2").
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
+PRE_TOKENIZER = {"qwen2": "qwen2"}
+
+
+def build_tokenizer(family: str, out: Path, vocab_size: int = 700, pre: str = "gpt-2"):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if family in SENTENCEPIECE:
@@ -114,7 +121,12 @@ def build_tokenizer(family: str, out: Path, vocab_size: int = 700):
     bos, eos, pad, extra, template = FAMILIES[family]
     specials = list(dict.fromkeys([bos, eos, pad, *extra]))
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if pre == "qwen2":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -180,7 +192,7 @@ def build_tiny_model(arch: str, out: Path, seed: int = 0, vocab_padding: int = 0
         return build_tiny_t5(arch, out, seed, **overrides)
     family, specific = ARCHITECTURES[arch]
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(family, out)
+    tokenizer = build_tokenizer(family, out, pre=PRE_TOKENIZER.get(arch, "gpt-2"))
     config = {**COMMON, **specific, **overrides, "vocab_size": len(tokenizer) + vocab_padding}
     config["bos_token_id"] = tokenizer.bos_token_id
     config["eos_token_id"] = tokenizer.eos_token_id

@@ -176,12 +176,40 @@ def _sentencepiece_vocab(writer, data: dict, size: int = 0) -> tuple[dict[str, i
     return vocab, True
 
 
-def _byte_level_vocab(writer, data: dict, size: int = 0) -> tuple[dict[str, int], bool]:
+# The Split patterns of byte-level tokenizers llama.cpp knows by name. Its own converter names them by hashing
+# a tokenization; the pattern in tokenizer.json says the same without running it.
+_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}DIGITS| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+SPLIT_PRE = {_SPLIT.replace("DIGITS", ""): "qwen2",  # Qwen2 / Qwen2.5: one digit per token
+             _SPLIT.replace("DIGITS", "{1,3}"): "llama-bpe"}  # Llama 3: up to three
+
+
+def byte_level_pre(data: dict, source: Path | None = None) -> str:
+    """llama.cpp's name for the pre-tokenizer of a byte-level tokenizer.json. A wrong one still loads, but
+    splits text differently (Qwen's digits one by one, GPT-2's in runs) and feeds the model ids it never saw."""
+    pre = data.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [p.get("type") for p in parts]
+    byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
+    if kinds.count("Split") == 1 and set(kinds) <= {"Split", "ByteLevel"}:
+        pattern = next(p for p in parts if p.get("type") == "Split").get("pattern", {}).get("Regex")
+        if pattern in SPLIT_PRE and not any(p.get("use_regex", True) for p in byte_level):
+            return SPLIT_PRE[pattern]
+    elif kinds == ["ByteLevel"] and byte_level[0].get("use_regex", True):
+        return "gpt-2"
+    elif kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and byte_level[0].get("use_regex", True):
+        return "smollm"  # SmolLM / SmolLM2: digits one by one, then GPT-2's split
+    raise MlxSqlError(f"tokenizer.json: pre-tokenizer {' + '.join(map(str, kinds)) or 'none'} has no llama.cpp "
+                      "equivalent known here (GPT-2, Qwen2, Llama 3, SmolLM); a GGUF with another would tokenize "
+                      "differently from the model", source)
+
+
+def _byte_level_vocab(writer, data: dict, size: int = 0, source: Path | None = None) -> tuple[dict[str, int], bool]:
     """GPT-2 style byte-level BPE, with special tokens marked as control tokens."""
+    pre = byte_level_pre(data, source)
     tokens, special, vocab = _vocab_from_json(data, size)
     real = set(vocab.values())
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")  # llama.cpp: the GPT-2 split regex
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     # 3 = CONTROL, 1 = NORMAL, 5 = UNUSED (padding)
     writer.add_token_types([3 if i in special else 1 if i in real else 5 for i in range(len(tokens))])
@@ -196,8 +224,10 @@ def _tokenizer_from_json(writer, model_dir: Path, size: int = 0) -> None:
     if data["model"].get("type") != "BPE":
         raise MlxSqlError(f"{data['model'].get('type')} tokenizers cannot be converted to GGUF (BPE only)",
                           model_dir / "tokenizer.json")
-    convert = _sentencepiece_vocab if data["model"].get("byte_fallback") else _byte_level_vocab
-    vocab, default_add_bos = convert(writer, data, size)
+    if data["model"].get("byte_fallback"):
+        vocab, default_add_bos = _sentencepiece_vocab(writer, data, size)
+    else:
+        vocab, default_add_bos = _byte_level_vocab(writer, data, size, model_dir / "tokenizer.json")
     config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
         if (model_dir / "tokenizer_config.json").is_file() else {}
     for key, adder in (("bos_token", writer.add_bos_token_id), ("eos_token", writer.add_eos_token_id),
