@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,27 @@ def tiny_recipe(tmp_path, tiny_model):
         return recipe
 
     return make
+
+
+class _JsonHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((self.path, body))
+        data = json.dumps(self.server.answer(body)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def loopback_server(answer):
+    """A real HTTP server on 127.0.0.1 (any free port), answering each POSTed JSON body with `answer(body)`;
+    `server.requests` holds (path, body) pairs. Call `server.shutdown()` when done."""
+    server = HTTPServer(("127.0.0.1", 0), _JsonHandler)
+    server.answer, server.requests = answer, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -3,8 +3,6 @@
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from mlx_lm import load
@@ -19,7 +17,7 @@ from mlx_sql.models.tokenizer import load_tokenizer
 from mlx_sql.recipe import load_recipe
 from mlx_sql.train.trainer import train
 
-from conftest import MINISPIDER
+from conftest import MINISPIDER, loopback_server
 
 
 @pytest.mark.parametrize("text, sql", [
@@ -93,36 +91,20 @@ def test_eval_with_an_adapter_writes_reports_and_resumes(recipe, tmp_path):
     assert [s.prediction for s in again.scored] == [s.prediction for s in first.scored]
 
 
-class _FakeOllama(BaseHTTPRequestHandler):
-    requests: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeOllama.requests.append((self.path, body))
-        answer = {"model": body["model"], "message": {"role": "assistant",
-                                                      "content": "```sql\nSELECT count(*) FROM doctors;\n```"}}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _count_doctors(body):
+    return {"model": body["model"], "message": {"role": "assistant",
+                                                "content": "```sql\nSELECT count(*) FROM doctors;\n```"}}
 
 
 def test_ollama_backend_against_a_loopback_server(recipe, tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _FakeOllama)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = loopback_server(_count_doctors)
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         backend = OllamaBackend("sql-model", url, timeout=10, context_window=2048, max_tokens=64)
         bench = load_benchmark(MINISPIDER)
         (record,) = eval_records(bench, bench.questions("dev")[:1], recipe, "dev", approx_tokens)
         assert extract_sql(backend.generate(record)) == "SELECT count(*) FROM doctors"
-        path, body = _FakeOllama.requests[-1]
+        path, body = server.requests[-1]
         assert path == "/api/chat" and body["model"] == "sql-model" and body["stream"] is False
         assert body["options"] == {"temperature": 0, "num_ctx": 2048, "num_predict": 64}
         assert body["messages"][0]["role"] == "user" and "### Question ###" in body["messages"][0]["content"]

@@ -3,13 +3,11 @@ until one runs; a query that runs is never retried, and sampling is reproducible
 
 import json
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from mlx_lm import load
 
-from conftest import MINISPIDER
+from conftest import MINISPIDER, loopback_server
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
@@ -104,38 +102,23 @@ def test_llamacpp_sampling_is_reproducible_per_seed_on_the_real_smollm2():
     assert len(set(first + [greedy])) > 1
 
 
-class _GreedyWrong(BaseHTTPRequestHandler):
-    """An Ollama /api/chat whose greedy answer names a column that does not exist; sampled, it is right."""
-
-    requests: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _GreedyWrong.requests.append(body)
-        sampled = body["options"]["temperature"] > 0
-        table = "customers" if "customer" in body["messages"][0]["content"].split("### Question ###")[-1] else "doctors"
-        sql = f"SELECT count(*) FROM {table}" if sampled else f"SELECT count(T1.full_name) FROM {table} AS T1"
-        data = json.dumps({"model": body["model"], "message": {"role": "assistant", "content": sql}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _greedy_wrong(body):
+    """An Ollama /api/chat answer: greedy, a column that does not exist; sampled, the right query."""
+    sampled = body["options"]["temperature"] > 0
+    table = "customers" if "customer" in body["messages"][0]["content"].split("### Question ###")[-1] else "doctors"
+    sql = f"SELECT count(*) FROM {table}" if sampled else f"SELECT count(T1.full_name) FROM {table} AS T1"
+    return {"model": body["model"], "message": {"role": "assistant", "content": sql}}
 
 
 def test_evaluation_and_ask_with_retries_against_a_loopback_server(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
-    server = HTTPServer(("127.0.0.1", 0), _GreedyWrong)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = loopback_server(_greedy_wrong)
     url = f'ollama.base_url="http://127.0.0.1:{server.server_port}"'
     try:
         once = evaluate_model(load_recipe(recipe, [url]), tmp_path / "once", "once", backend="ollama",
                               model_name="m", max_examples=1)
-        assert once.summary["all"]["execution_accuracy"] == 0.0 and len(_GreedyWrong.requests) == 1
+        assert once.summary["all"]["execution_accuracy"] == 0.0 and len(server.requests) == 1
         retrying = load_recipe(recipe, [url, "eval.retries=3", "eval.retry_temperature=0.6"])
         report = evaluate_model(retrying, tmp_path / "retry", "retry", backend="ollama", model_name="m", max_examples=1)
         shop = _shop(tmp_path)
@@ -146,7 +129,7 @@ def test_evaluation_and_ask_with_retries_against_a_loopback_server(tmp_path):
     finally:
         server.shutdown()
     assert report.summary["all"]["execution_accuracy"] == 100.0  # "How many doctors work at the clinic?"
-    greedy, sampled = [r["options"] for r in _GreedyWrong.requests[1:3]]
+    greedy, sampled = [body["options"] for _, body in server.requests[1:3]]
     assert greedy["temperature"] == 0 and "top_k" not in greedy
     assert (sampled["temperature"], sampled["seed"], sampled["top_k"]) == (0.6, 1, 40)
     (prediction,) = [json.loads(line) for line in (tmp_path / "retry" / "predictions.jsonl").read_text().splitlines()]
