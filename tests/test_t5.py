@@ -236,3 +236,22 @@ def test_recipe_stages_train_resume_eval_fuse_export_plan(tiny_recipe, tmp_path)
 
     plan, verdicts, _ = make_plan(straight)
     assert 0 < plan.total < 1e9 and plan.logits > 0 and verdicts[1].status == "fits"
+
+
+def test_sampling_for_retries_is_reproducible_in_mlx_and_llama_cpp(t5_folder, tmp_path):
+    """`eval.retries` samples: both T5 decoders are greedy at temperature 0 and draw the same text again for
+    the same seed."""
+    from mlx_sql.eval.generate import LlamaCppSeq2SeqBackend, Seq2SeqMLXBackend
+    from mlx_sql.export.gguf_writer import export_gguf
+
+    folder = t5_folder("t5")
+    model, tokenizer, _ = load(folder)
+    record = {"instruction": "Write SQL.", "input": f"{LONG_SCHEMA}\n\n### Question ###\nHow many singers?"}
+    gguf = export_gguf(folder, tmp_path / "model-f16.gguf", "f16").path
+    for backend in (Seq2SeqMLXBackend(model, tokenizer, max_tokens=12),
+                    LlamaCppSeq2SeqBackend(str(gguf), tokenizer, max_tokens=12)):
+        greedy = backend.generate(record)
+        assert backend.generate(record, temperature=0.0, seed=9) == greedy
+        draws = [backend.generate(record, temperature=1.5, seed=s) for s in (1, 2, 3)]
+        assert [backend.generate(record, temperature=1.5, seed=s) for s in (1, 2, 3)] == draws
+        assert len(set(draws + [greedy])) > 1
