@@ -91,13 +91,13 @@ def test_eval_with_an_adapter_writes_reports_and_resumes(recipe, tmp_path):
     assert [s.prediction for s in again.scored] == [s.prediction for s in first.scored]
 
 
-def _count_doctors(body):
+def count_doctors(body):
     return {"model": body["model"], "message": {"role": "assistant",
                                                 "content": "```sql\nSELECT count(*) FROM doctors;\n```"}}
 
 
 def test_ollama_backend_against_a_loopback_server(recipe, tmp_path):
-    server = loopback_server(_count_doctors)
+    server = loopback_server(count_doctors)
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         backend = OllamaBackend("sql-model", url, timeout=10, context_window=2048, max_tokens=64)

@@ -5,14 +5,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import HTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_eval_generate import _FakeOllama
+from conftest import loopback_server
+from test_eval_generate import count_doctors
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "mistral-7b-ollama.toml"
@@ -58,18 +57,16 @@ def fake_ollama_store(models: Path) -> Path:
 
 
 def test_the_recipe_evaluates_mistral_through_an_ollama_server(tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _FakeOllama)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = loopback_server(count_doctors)
     try:
         url = f"http://127.0.0.1:{server.server_port}"
-        _FakeOllama.requests.clear()
         result = cli("eval", "--recipe", RECIPE, "--max-examples", "3", "--out", tmp_path / "r",
                      "--set", f'data.path="{MINISPIDER}"', "--set", f'ollama.base_url="{url}"',
                      env={"OLLAMA_MODELS": str(tmp_path / "no-store")})  # eval needs the server, not the blob
         assert result.returncode == 0, result.stderr
         assert "| all | 3 | 33.3 | 33.3 |" in result.stdout
-        assert len(_FakeOllama.requests) == 3
-        assert {body["model"] for _, body in _FakeOllama.requests} == {"mistral:7b-instruct-q4_0"}
+        assert len(server.requests) == 3
+        assert {body["model"] for _, body in server.requests} == {"mistral:7b-instruct-q4_0"}
     finally:
         server.shutdown()
 
