@@ -50,8 +50,8 @@ def seed_with_running_answers(done: Path, out: Path) -> None:
     is deterministic, so only the questions whose answer failed need generating again (and retrying)."""
     if (out / "predictions.jsonl").is_file() or not (done / "per_example.jsonl").is_file():
         return
-    ran = {json.loads(line)["index"] for line in (done / "per_example.jsonl").read_text().splitlines()
-           if not json.loads(line)["error"]}
+    scored = [json.loads(line) for line in (done / "per_example.jsonl").read_text().splitlines()]
+    ran = {row["index"] for row in scored if not row["error"]}
     kept = [line for line in (done / "predictions.jsonl").read_text().splitlines() if json.loads(line)["index"] in ran]
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.jsonl").write_text("".join(line + "\n" for line in kept))

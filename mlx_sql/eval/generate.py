@@ -13,27 +13,25 @@ from typing import Any, Protocol, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from mlx_sql.data.examples import chat_messages
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.extract import statement_finished
+from mlx_sql.models.verify import TOP_K, pick_token
 from mlx_sql.train.encode import Encoder
 from mlx_sql.train.prefix_cache import CollectCache, DecodeCache
 
 
 STOP_CHECK_EVERY = 8  # decoding the text costs more than a token: look for the statement's end now and then
-TOP_K = 40  # sampling (temperature > 0, `eval.retries`) draws from the 40 likeliest tokens, as llama.cpp and Ollama do
 
 
-def pick_token(logits: mx.array, temperature: float, key: mx.array | None) -> tuple[int, mx.array | None]:
-    """Greedy at temperature 0; else a draw from the top-k tokens at `temperature` (and the next key)."""
-    if temperature <= 0 or key is None:
-        return int(mx.argmax(logits, axis=-1).item()), key
-    key, sub = mx.random.split(key)
-    logits = logits.reshape(-1).astype(mx.float32)
-    top = mx.argpartition(-logits, TOP_K - 1)[:TOP_K] if logits.size > TOP_K else mx.arange(logits.size)
-    choice = mx.random.categorical(logits[top] / temperature, key=sub)
-    return int(top[choice].item()), key
+def next_token(logits: mx.array, temperature: float, rng: np.random.Generator) -> int:
+    """Greedy stays on the device; a draw (retries) goes through the one top-k sampler, in float32 (numpy
+    has no bfloat16)."""
+    if temperature <= 0:
+        return int(mx.argmax(logits).item())
+    return pick_token(logits.astype(mx.float32), temperature, rng)
 
 
 def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
@@ -86,9 +84,9 @@ class MLXBackend:
         cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
         out: list[int] = []
-        key = mx.random.key(seed) if temperature > 0 else None
+        rng = np.random.default_rng(seed)
         for _ in range(self.max_tokens):
-            token, key = pick_token(logits, temperature, key)
+            token = next_token(logits, temperature, rng)
             if token in self.eos:
                 break
             out.append(token)
@@ -160,10 +158,10 @@ class Seq2SeqMLXBackend:
         memory = self.model.encode(mx.array([source_ids(self.encoder, record)]))
         cache = self.model.make_cache()
         token, out = self.encoder.decoder_start, []
-        key = mx.random.key(seed) if temperature > 0 else None
+        rng = np.random.default_rng(seed)
         for _ in range(self.max_tokens):
             logits = self.model.logits(self.model.decode(mx.array([[token]]), memory, None, cache))[0, -1]
-            token, key = pick_token(logits, temperature, key)
+            token = next_token(logits, temperature, rng)
             if token in self.eos:
                 break
             out.append(token)

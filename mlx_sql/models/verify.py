@@ -19,6 +19,20 @@ class Agreement:
     mean_abs_logit_diff: float
 
 
+TOP_K = 40  # sampling (temperature > 0, `eval.retries`) draws from the 40 likeliest tokens, as llama.cpp and Ollama do
+
+
+def pick_token(logits: Any, temperature: float, rng: np.random.Generator) -> int:
+    """The next token from one row of logits (numpy or MLX): the argmax at temperature 0, else a draw from
+    the top-k tokens at `temperature` — one sampler for every decoder we drive ourselves."""
+    logits = np.asarray(logits, dtype=np.float32).reshape(-1)
+    if temperature <= 0:
+        return int(logits.argmax())
+    top = np.argpartition(-logits, TOP_K - 1)[:TOP_K] if logits.size > TOP_K else np.arange(logits.size)
+    weights = np.exp((logits[top] - logits[top].max()) / temperature)
+    return int(top[rng.choice(len(top), p=weights / weights.sum())])
+
+
 def llama_cpp_model(gguf: str | Path, **kwargs: Any):
     from llama_cpp import Llama
 
@@ -132,19 +146,14 @@ class LlamaCppSeq2Seq:
         return np.stack(rows)
 
     def decode_tokens(self, source: Sequence[int], max_tokens: int, stop: Any = None, temperature: float = 0.0,
-                      seed: int = 0, top_k: int = 40) -> list[int]:
+                      seed: int = 0) -> list[int]:
         """Decoding until </s>, `max_tokens`, or `stop(tokens so far)` says the answer is complete: greedy at
-        temperature 0, else drawn from the top-k tokens (numpy's generator, seeded)."""
+        temperature 0, else `pick_token`'s seeded top-k draws."""
         self.encode(source)
         logits, out = self.step(self.start), []
         rng = np.random.default_rng(seed)
         while len(out) < max_tokens:
-            if temperature > 0:
-                top = np.argpartition(-logits, top_k - 1)[:top_k]
-                weights = np.exp((logits[top] - logits[top].max()) / temperature)
-                token = int(top[rng.choice(len(top), p=weights / weights.sum())])
-            else:
-                token = int(logits.argmax())
+            token = pick_token(logits, temperature, rng)
             if token == self.eos:
                 break
             out.append(token)
