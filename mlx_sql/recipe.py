@@ -71,6 +71,10 @@ class DataConfig:
     sample_rows: int = _opt(0, min=0, max=20)
     prune: bool = _opt(True, doc="keep the gold tables plus distractors (train) / the best-matching tables (inference)")
     distractor_tables: int = _opt(2, min=0, max=50)
+    train_schema: str = _opt("gold", choices=("gold", "inference"),
+                             doc="training prompts' schema: the gold query's tables plus distractor_tables others, or "
+                             "the schema as inference shows it (whole within schema_token_budget, else the "
+                             "best-matching tables cut to it), the gold tables always kept")
     schema_token_budget: int = _opt(1024, min=64, max=32768, doc="inference-time schema budget, in tokens")
     max_examples: int | None = _opt(None, min=1)
     own_answers: str | None = _opt(doc="an evaluation folder of the model on the train split (mlx-sql eval --set "

@@ -106,3 +106,37 @@ def test_schema_shared_recipes_get_one_schema_per_database_grouped(recipe):
     per_question = read(build_dataset(recipe("data.valid_fraction=0", "train.batching=unshared")).out_dir
                         / "train.jsonl")
     assert len({r["input"].split(QUESTION_HEADER)[0] for r in per_question if r["db_id"] == "airline"}) > 1
+
+
+@pytest.mark.parametrize("batching", ["unshared", "schema_shared"])
+def test_inference_schemas_train_on_the_prompts_eval_builds(recipe, batching):
+    """train_schema = "inference": a database whose schema fits the budget is shown whole, exactly as eval
+    shows it; a larger one is cut to the budget around the gold tables, which are never dropped."""
+    from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.data.examples import QUESTION_HEADER
+    from mlx_sql.data.pruning import approx_tokens
+    from mlx_sql.eval.pipeline import eval_records
+    from mlx_sql.sqltools import tables_in_query
+
+    cfg = recipe("data.valid_fraction=0", "data.train_schema=inference", "data.schema_token_budget=260",
+                 f"train.batching={batching}")
+    records = read(build_dataset(cfg).out_dir / "train.jsonl")
+    bench = load_benchmark(MINISPIDER)
+    questions = {(q.db_id, q.question): q for q in bench.questions("train")}
+    by_db: dict[str, set[str]] = {}
+    for r in records:
+        by_db.setdefault(r["db_id"], set()).add(r["input"].split(QUESTION_HEADER)[0])
+    shown = [(r, questions[(r["db_id"], r["question"])]) for r in records]
+    fitting = [(r, q) for r, q in shown if r["db_id"] in ("library", "music_festival")]  # ~200 tokens each
+    assert fitting and [r["input"] for r, _ in fitting] == \
+        [e["input"] for e in eval_records(bench, [q for _, q in fitting], cfg, "train", approx_tokens)]
+    airline = bench.schema("airline", "train")
+    for r, q in shown:
+        schema = r["input"].split(QUESTION_HEADER)[0]
+        assert all(f"CREATE TABLE {t} " in schema for t in tables_in_query(q.query, airline.table_names)
+                   if r["db_id"] == "airline")
+    if batching == "schema_shared":  # one text per database, holding every table its questions read
+        assert all(len(texts) == 1 for texts in by_db.values())
+    else:  # 321 tokens > 260: cut around each question
+        assert len(by_db["airline"]) > 1
+        assert all(s.count("CREATE TABLE") < len(airline.table_names) for s in by_db["airline"])

@@ -40,7 +40,7 @@ def lora_model(folder):
     return model, tok
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
 def test_shared_prefix_equals_unshared_losses_and_gradients(tiny_model, arch):
     model, tok = lora_model(tiny_model(arch))
     encoded = [Encoder(tok).encode(r) for r in library_records()]

@@ -16,7 +16,7 @@ from mlx_sql.data.examples import RECORD_KEYS, make_record, render_prompt_comple
 from mlx_sql.data.jsonl import iter_jsonl
 from mlx_sql.data.own_answers import OwnAnswers, load_own_answers
 from mlx_sql.data.hub import load_hf_questions
-from mlx_sql.data.pruning import prune_for_training
+from mlx_sql.data.pruning import TokenCounter, approx_tokens, prompt_schema, prune_for_training, token_counter, whole_schema
 from mlx_sql.data.schema import render_schema
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_jsonl
@@ -106,6 +106,28 @@ def database_tables(bench: Benchmark, questions: list[Question], cfg: DataConfig
     return out
 
 
+def database_schemas(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str,
+                     count_tokens: TokenCounter = approx_tokens) -> dict[str, str]:
+    """Per database, the one schema text its questions share in schema-shared batches. With
+    `train_schema = "inference"`: the whole schema where inference shows it whole, else every table
+    the database's questions read and then those that best match them, cut to the budget."""
+    if not cfg.prune:
+        return {db_id: render_schema(bench.schema(db_id, split), cfg.schema_format, cfg.sample_rows)
+                for db_id in {q.db_id for q in questions}}
+    if cfg.train_schema == "gold":
+        return {db_id: render_schema(bench.schema(db_id, split).subset(tables), cfg.schema_format, cfg.sample_rows)
+                for db_id, tables in database_tables(bench, questions, cfg, split).items()}
+    by_db: dict[str, list[Question]] = {}
+    for q in questions:
+        by_db.setdefault(q.db_id, []).append(q)
+    out = {}
+    for db_id, group in by_db.items():
+        schema = bench.schema(db_id, split)
+        gold = set().union(*(tables_in_query(q.query, schema.table_names) for q in group))
+        out[db_id] = prompt_schema(schema, " ".join(q.question for q in group), cfg, count_tokens, required=gold)
+    return out
+
+
 def group_by_database(questions: list[Question], seed: int) -> list[Question]:
     """Databases in a shuffled order, each database's questions together and shuffled."""
     rng = random.Random(f"{seed}:group")
@@ -124,17 +146,26 @@ def group_by_database(questions: list[Question], seed: int) -> list[Question]:
 
 def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, split: str,
                 on_record: Callable[[dict[str, Any]], None] | None = None,
-                shared_tables: dict[str, set[str]] | None = None,
-                own: OwnAnswers | None = None) -> Iterator[dict[str, Any]]:
-    """Records in order; with `own`, a question the model already answers correctly keeps its own SQL."""
+                shared: dict[str, str] | None = None, own: OwnAnswers | None = None,
+                count_tokens: TokenCounter = approx_tokens) -> Iterator[dict[str, Any]]:
+    """Records in order; `shared`: each database's one schema text (`database_schemas`); with `own`, a
+    question the model already answers correctly keeps its own SQL."""
+    whole: dict[str, tuple[str, bool]] = {}
     for q in questions:
         schema = bench.schema(q.db_id, split)
-        if cfg.prune and shared_tables is not None:
-            schema = schema.subset(shared_tables[q.db_id])
-        elif cfg.prune:
-            rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
-            schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
-        record = make_record(q, render_schema(schema, cfg.schema_format, cfg.sample_rows), cfg.instruction)
+        if shared is not None:
+            text = shared[q.db_id]
+        elif cfg.prune and cfg.train_schema == "inference":
+            if q.db_id not in whole:
+                whole[q.db_id] = whole_schema(schema, cfg, count_tokens)
+            text = prompt_schema(schema, q.question, cfg, count_tokens, whole[q.db_id],
+                                 required=tables_in_query(q.query, schema.table_names))
+        else:
+            if cfg.prune:
+                rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
+                schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
+            text = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+        record = make_record(q, text, cfg.instruction)
         if own and (q.db_id, q.question) in own:
             record["output"] = own[(q.db_id, q.question)]
         if on_record:
@@ -182,6 +213,7 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     if on_total:
         on_total(len(train) + len(valid))
 
+    count = token_counter(tokenizer)
     prompt_lens: list[int] = []
     completion_lens: list[int] = []
     unit = "tokens" if tokenizer is not None else "approx. tokens (chars/4; no tokenizer)"
@@ -201,11 +233,11 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     if recipe.train.batching == "schema_shared":
         # One schema per database, and each database's questions next to each other, so the trainer
         # can batch them and compute the schema once (see README, "Schema-shared batches").
-        shared = database_tables(bench, train + valid, cfg, split)
+        shared = database_schemas(bench, train + valid, cfg, split, count)
         train, valid = group_by_database(train, cfg.seed), group_by_database(valid, cfg.seed)
     out = recipe.data_dir
-    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared, answers))
-    n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure, shared))
+    n_train = write_jsonl(out / "train.jsonl", records_for(bench, train, cfg, split, measure, shared, answers, count))
+    n_valid = write_jsonl(out / "valid.jsonl", records_for(bench, valid, cfg, split, measure, shared, None, count))
     return BuildReport(out, n_train, n_valid, dict(missing),
                        LengthStats(unit, _percentiles(prompt_lens), _percentiles(completion_lens)),
                        own.failed if own else [], own_targets)

@@ -1,15 +1,17 @@
 """Which tables of a schema go into a prompt.
 
-Training: the tables the gold query reads, plus a few distractors so the model
-still learns to choose. Inference: no gold query, so tables are ranked by word
-overlap with the question and cut to a token budget.
+Inference has no gold query: the whole schema when it fits a token budget, else the
+tables ranked by word overlap with the question, cut to the budget. Training shows
+either the same (`data.train_schema = "inference"`, with the gold tables always
+kept, so a target never names a table the prompt hides), or only the tables the
+gold query reads plus a few distractors (`"gold"`).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import Callable
+from typing import Any, Callable, Collection
 
 from mlx_sql.data.schema import Schema, render_schema
 from mlx_sql.sqltools import tables_in_query
@@ -20,6 +22,13 @@ TokenCounter = Callable[[str], int]
 def approx_tokens(text: str) -> int:
     """A tokenizer-free estimate (~4 characters a token for English and SQL)."""
     return len(text) // 4 + 1
+
+
+def token_counter(tokenizer: Any) -> TokenCounter:
+    """The model's own count where there is a tokenizer (sample rows of numbers and dates run ~2x the estimate)."""
+    if tokenizer is None:
+        return approx_tokens
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def prune_for_training(schema: Schema, gold_sql: str, distractors: int, rng: random.Random) -> Schema:
@@ -54,12 +63,35 @@ def rank_tables(schema: Schema, question: str) -> list[str]:
 
 
 def prune_for_inference(schema: Schema, question: str, budget: int, fmt: str = "ddl", sample_rows: int = 0,
-                        count_tokens: TokenCounter = approx_tokens) -> Schema:
-    """Keep the best-ranked tables whose rendering fits `budget` tokens (always at least one)."""
-    kept: list[str] = []
+                        count_tokens: TokenCounter = approx_tokens, required: Collection[str] = ()) -> Schema:
+    """Keep the `required` tables, then the best-ranked others whose rendering fits `budget` tokens
+    (always at least one table)."""
+    must = {n.lower() for n in required}
+    kept: list[str] = [n for n in schema.table_names if n.lower() in must]
     for name in rank_tables(schema, question):
+        if name.lower() in must:
+            continue
         trial = schema.subset(kept + [name])
         if kept and count_tokens(render_schema(trial, fmt, sample_rows)) > budget:
             continue
         kept.append(name)
     return schema.subset(kept)
+
+
+def whole_schema(schema: Schema, cfg: Any, count_tokens: TokenCounter) -> tuple[str, bool]:
+    """The whole schema rendered, and whether it goes into prompts as it is (always, without pruning)."""
+    rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
+    return rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
+
+
+def prompt_schema(schema: Schema, question: str, cfg: Any, count_tokens: TokenCounter,
+                  whole: tuple[str, bool] | None = None, required: Collection[str] = ()) -> str:
+    """The schema text a prompt shows: whole when it fits `cfg.schema_token_budget` (so a database's
+    questions share it), else the `required` and best-matching tables, cut to the budget. `whole` is
+    the whole rendering and whether it fits, when the caller already has it; `cfg` a DataConfig."""
+    text, fits = whole if whole is not None else whole_schema(schema, cfg, count_tokens)
+    if fits:
+        return text
+    pruned = prune_for_inference(schema, question, cfg.schema_token_budget, cfg.schema_format, cfg.sample_rows,
+                                 count_tokens, required)
+    return render_schema(pruned, cfg.schema_format, cfg.sample_rows)

@@ -9,8 +9,7 @@ from typing import Any, Callable, Sequence
 
 from mlx_sql.data.benchmark import Question, load_benchmark, recipe_benchmark
 from mlx_sql.data.examples import make_record
-from mlx_sql.data.pruning import approx_tokens, prune_for_inference
-from mlx_sql.data.schema import render_schema
+from mlx_sql.data.pruning import prompt_schema, token_counter, whole_schema
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.generate import Backend
 from mlx_sql.recipe import BACKENDS, Recipe
@@ -67,27 +66,6 @@ def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Pat
     return EvalReport(out_dir, summary, scored, skipped)
 
 
-def whole_schema(schema: Any, recipe: Recipe, count_tokens: Callable[[str], int]) -> tuple[str, bool]:
-    """The whole schema rendered, and whether it fits `schema_token_budget` (always, without pruning)."""
-    cfg = recipe.data
-    rendered = render_schema(schema, cfg.schema_format, cfg.sample_rows)
-    return rendered, not cfg.prune or count_tokens(rendered) <= cfg.schema_token_budget
-
-
-def schema_text(schema: Any, question: str, recipe: Recipe, count_tokens: Callable[[str], int],
-                full: tuple[str, bool] | None = None) -> str:
-    """The schema as a prompt shows it: whole when it fits `schema_token_budget` (so a database's questions
-    share it), else the tables that best match the question, cut to the budget. `full` is the whole
-    rendering and whether it fits, when the caller already has it."""
-    cfg = recipe.data
-    text, fits = full if full is not None else whole_schema(schema, recipe, count_tokens)
-    if fits:
-        return text
-    pruned = prune_for_inference(schema, question, cfg.schema_token_budget, cfg.schema_format, cfg.sample_rows,
-                                 count_tokens)
-    return render_schema(pruned, cfg.schema_format, cfg.sample_rows)
-
-
 def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, split: str,
                  count_tokens: Callable[[str], int]) -> list[dict]:
     """Prompts for evaluation, each database's whole schema rendered and measured once."""
@@ -97,8 +75,8 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
     for q in questions:
         schema = bench.schema(q.db_id, split)
         if q.db_id not in full:
-            full[q.db_id] = whole_schema(schema, recipe, count_tokens)
-        text = schema_text(schema, q.question, recipe, count_tokens, full[q.db_id])
+            full[q.db_id] = whole_schema(schema, cfg, count_tokens)
+        text = prompt_schema(schema, q.question, cfg, count_tokens, full[q.db_id])
         records.append({**make_record(q, text, cfg.instruction), "index": q.index})
     return records
 
@@ -201,7 +179,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
         on_total(len(usable))
     gen = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
     tokenizer = getattr(gen, "tokenizer", None)
-    count = (lambda t: len(tokenizer.encode(t, add_special_tokens=False))) if tokenizer else approx_tokens
+    count = token_counter(tokenizer)
     records = eval_records(bench, usable, recipe, split, count)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path = out_dir / "predictions.jsonl"
