@@ -4,7 +4,8 @@
 their schemas are as unseen as dev's. Each variant (recipe overrides) is scored on the same
 held-out questions: the base model through llama.cpp on the model's own GGUF (prompt choices:
 schema format, sample rows), and, given --adapter NAME=DIR, trained adapters (training choices)
-through MLX or as a fused q8_0 GGUF. Finished variants are reused from their report folders.
+through MLX or as a fused q8_0 GGUF. Finished variants are reused from their report folders; a
+variant that only adds `eval.retries` to one scored before it keeps that one's greedy answers that ran.
 Writes the "Recipe choices on a validation split" section of RESULTS.md; rows (and budget lines) of
 variants not run this time are kept from the section as it stands, so one new variant costs one run.
 
@@ -32,7 +33,7 @@ RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.
            "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),
            "smollm2": ("SmolLM2-135M-Instruct", "recipes/smollm2-135m.toml")}
 # The split every variant shares: ~5% of Spider train's questions, as whole databases.
-from spider_accuracy import VALIDATION_SPLIT  # noqa: E402
+from spider_accuracy import VALIDATION_SPLIT, seed_with_running_answers  # noqa: E402
 
 SPLIT = [*VALIDATION_SPLIT, "eval.split=train"]
 
@@ -183,12 +184,20 @@ def main() -> None:
     common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0", *SPLIT]
     rows: dict[str, dict] = {}
     databases: list[str] = []
+    greedy: dict[tuple[str, ...], Path] = {}  # greedy variants' folders, by their overrides
     for spec in args.variant or ([] if args.train or args.adapter else ["recipe="]):
         name, _, sets = spec.partition("=")
-        recipe = load_recipe(ROOT / recipe_file, [*common, *[s for s in sets.split(";") if s]])
+        overrides = [s for s in sets.split(";") if s]
+        recipe = load_recipe(ROOT / recipe_file, [*common, *overrides])
         databases = databases or held_out(recipe)
         gguf = gguf_file(recipe.model)
-        rows[f"base, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"base-{name}",
+        folder = Path(args.out) / args.model / f"base-{name}"
+        twin = tuple(sorted(s for s in overrides if not s.startswith("eval.retr")))
+        if not recipe.eval.retries:
+            greedy[twin] = folder
+        elif twin in greedy:  # the same prompts scored greedily before: only their failed answers are redone
+            seed_with_running_answers(greedy[twin], folder)
+        rows[f"base, {name}"] = score_variant(recipe, folder,
                                               f"{args.model}-base-{name}", databases, args.questions, None,
                                               "llamacpp", str(gguf) if gguf else None)
         if args.base_export:
