@@ -16,7 +16,8 @@ from mlx_sql.data.examples import RECORD_KEYS, make_record, render_prompt_comple
 from mlx_sql.data.jsonl import iter_jsonl
 from mlx_sql.data.own_answers import OwnAnswers, load_own_answers
 from mlx_sql.data.hub import load_hf_questions
-from mlx_sql.data.pruning import TokenCounter, approx_tokens, prompt_schema, prune_for_training, token_counter, whole_schema
+from mlx_sql.data.pruning import (PromptSchemas, TokenCounter, approx_tokens, prompt_schema, prune_for_training,
+                                  token_counter)
 from mlx_sql.data.schema import render_schema
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_jsonl
@@ -150,16 +151,13 @@ def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, sp
                 count_tokens: TokenCounter = approx_tokens) -> Iterator[dict[str, Any]]:
     """Records in order; `shared`: each database's one schema text (`database_schemas`); with `own`, a
     question the model already answers correctly keeps its own SQL."""
-    whole: dict[str, tuple[str, bool]] = {}
+    schemas = PromptSchemas(cfg, count_tokens)
     for q in questions:
         schema = bench.schema(q.db_id, split)
         if shared is not None:
             text = shared[q.db_id]
         elif cfg.prune and cfg.train_schema == "inference":
-            if q.db_id not in whole:
-                whole[q.db_id] = whole_schema(schema, cfg, count_tokens)
-            text = prompt_schema(schema, q.question, cfg, count_tokens, whole[q.db_id],
-                                 required=tables_in_query(q.query, schema.table_names))
+            text = schemas.text(schema, q.question, required=tables_in_query(q.query, schema.table_names))
         else:
             if cfg.prune:
                 rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")

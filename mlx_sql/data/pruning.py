@@ -95,3 +95,16 @@ def prompt_schema(schema: Schema, question: str, cfg: Any, count_tokens: TokenCo
     pruned = prune_for_inference(schema, question, cfg.schema_token_budget, cfg.schema_format, cfg.sample_rows,
                                  count_tokens, required)
     return render_schema(pruned, cfg.schema_format, cfg.sample_rows)
+
+
+class PromptSchemas:
+    """`prompt_schema` for many questions: each database's whole schema is rendered and measured once."""
+
+    def __init__(self, cfg: Any, count_tokens: TokenCounter):
+        self.cfg, self.count_tokens = cfg, count_tokens
+        self._whole: dict[str, tuple[str, bool]] = {}
+
+    def text(self, schema: Schema, question: str, required: Collection[str] = ()) -> str:
+        if schema.db_id not in self._whole:
+            self._whole[schema.db_id] = whole_schema(schema, self.cfg, self.count_tokens)
+        return prompt_schema(schema, question, self.cfg, self.count_tokens, self._whole[schema.db_id], required)

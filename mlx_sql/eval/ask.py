@@ -15,7 +15,7 @@ from typing import Any
 from mlx_sql.data.benchmark import Question
 from mlx_sql.data.examples import make_record
 from mlx_sql.data.own import find_databases
-from mlx_sql.data.pruning import prompt_schema, token_counter
+from mlx_sql.data.pruning import PromptSchemas, token_counter
 from mlx_sql.data.schema import schema_from_tables_json
 from mlx_sql.data.tables_json import tables_entry
 from mlx_sql.errors import MlxSqlError
@@ -68,11 +68,11 @@ class Asker:
         model_name = backend_model(recipe, adapter, backend, model_name)
         self.backend = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
         tokenizer = getattr(self.backend, "tokenizer", None)
-        self.count = token_counter(tokenizer)
+        self.schemas = PromptSchemas(recipe.data, token_counter(tokenizer))  # one database: rendered once
         self.executor = Executor(workers=1, timeout=timeout, max_rows=ROW_CAP)
 
     def prompt(self, question: str) -> dict[str, Any]:
-        text = prompt_schema(self.schema, question, self.recipe.data, self.count)
+        text = self.schemas.text(self.schema, question)
         return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction)
 
     def ask(self, question: str, execute: bool = True) -> Answer:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from mlx_sql.data.benchmark import Question, load_benchmark, recipe_benchmark
 from mlx_sql.data.examples import make_record
-from mlx_sql.data.pruning import prompt_schema, token_counter, whole_schema
+from mlx_sql.data.pruning import PromptSchemas, token_counter
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.generate import Backend
 from mlx_sql.recipe import BACKENDS, Recipe
@@ -70,15 +70,9 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
                  count_tokens: Callable[[str], int]) -> list[dict]:
     """Prompts for evaluation, each database's whole schema rendered and measured once."""
     cfg = recipe.data
-    full: dict[str, tuple[str, bool]] = {}  # per database: rendered schema, and whether it fits the budget
-    records = []
-    for q in questions:
-        schema = bench.schema(q.db_id, split)
-        if q.db_id not in full:
-            full[q.db_id] = whole_schema(schema, cfg, count_tokens)
-        text = prompt_schema(schema, q.question, cfg, count_tokens, full[q.db_id])
-        records.append({**make_record(q, text, cfg.instruction), "index": q.index})
-    return records
+    schemas = PromptSchemas(cfg, count_tokens)
+    return [{**make_record(q, schemas.text(bench.schema(q.db_id, split), q.question), cfg.instruction),
+             "index": q.index} for q in questions]
 
 
 def load_done(path: Path) -> dict[int, dict]:
