@@ -18,6 +18,13 @@ With `data.own_answers=own` among its overrides, the untrained model first answe
 first --train-steps batches (llama.cpp), and those it gets right keep its own SQL as the target:
 
     python benchmarks/spider_validation.py --model qwen0.5b --train own=data.own_answers=own
+
+With `data.own_answers=sampled` the untrained model answers --own-questions training questions, and where
+its greedy query misses the gold result draws up to 4 samples until one returns it (`eval.retry_until =
+"correct"`); with `data.own_answers_only=true` only those correct answers are trained on (rejection-sampling
+finetuning):
+
+    python benchmarks/spider_validation.py --model qwen0.5b --train "rft=data.own_answers=sampled;data.own_answers_only=true"
 """
 
 from __future__ import annotations
@@ -96,8 +103,8 @@ def base_export(recipe, out: Path) -> Path:
 def data_folder(args, sets: str) -> Path:
     """Variants that change only training share one dataset; data.* overrides (schema text) get their own,
     own answers by name only (their value is a path)."""
-    data_sets = sorted(s.split("=")[0] if s.startswith("data.own_answers=") else s
-                       for s in sets.split(";") if s.startswith("data."))
+    data_sets = sorted("data.own_answers=" + Path(s.split("=", 1)[1].strip('"')).name
+                       if s.startswith("data.own_answers=") else s for s in sets.split(";") if s.startswith("data."))
     return Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
 
 
@@ -132,8 +139,9 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
     return run
 
 
-def own_answers(recipe_file: str, common: list[str], sets: str, args) -> Path:
-    """The untrained model's answers to the questions the first `--train-steps` batches hold, scored
+def own_answers(recipe_file: str, common: list[str], sets: str, args, sampled: bool) -> Path:
+    """The untrained model's answers to the questions the first `--train-steps` batches hold (`sampled`: the
+    first --own-questions, each sampled up to 4 more times until one returns the gold result), scored
     (resumable): the `data.own_answers` of a self-distilled variant."""
     from mlx_sql.data.build import build_dataset
     from mlx_sql.data.jsonl import iter_jsonl
@@ -143,13 +151,16 @@ def own_answers(recipe_file: str, common: list[str], sets: str, args) -> Path:
 
     plain = [s for s in sets.split(";") if s and not s.startswith("data.own_answers")]
     data = data_folder(args, ";".join(plain))
+    sampling = ["eval.retries=4", 'eval.retry_until="correct"'] if sampled else []
     recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f"data.max_examples={args.train_examples}",
-                                              *plain])
+                                              *plain, *sampling])
     if not (data / "train.jsonl").is_file():
         build_dataset(recipe, load_tokenizer(recipe.model))
-    records = [r for _, r in iter_jsonl(data / "train.jsonl")][: args.train_steps * recipe.train.batch_size]
+    count = args.own_questions if sampled else args.train_steps * recipe.train.batch_size
+    records = [r for _, r in iter_jsonl(data / "train.jsonl")][:count]
     wanted = {(r["db_id"], r["question"]) for r in records}
-    out = Path(args.out) / args.model / f"own-answers{data.name[len('train-data'):]}-{len(wanted)}"
+    kind = "sampled-answers" if sampled else "own-answers"
+    out = Path(args.out) / args.model / f"{kind}{data.name[len('train-data'):]}-{len(wanted)}"
     score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf_file(recipe.model)),
                   keep=lambda q: (q.db_id, q.question) in wanted)
     return out
@@ -167,6 +178,8 @@ def main() -> None:
                         help="NAME=override[;override…]: train this variant of the recipe, then score it")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--train-examples", type=int, default=1000)
+    parser.add_argument("--own-questions", type=int, default=320,
+                        help="training questions the untrained model answers for data.own_answers=sampled")
     parser.add_argument("--adapter-backend", choices=["mlx", "llamacpp"], default="llamacpp",
                         help="llamacpp: fuse, export q8_0, score the GGUF (fast on a CPU)")
     parser.add_argument("--base-export", action="store_true",
@@ -205,10 +218,14 @@ def main() -> None:
             rows[f"base (q8_0 export), {name}"] = score_variant(
                 recipe, folder, f"{args.model}-base-export-{name}", databases, args.questions, None, "llamacpp",
                 str(base_export(recipe, Path(args.out) / args.model / "base-export")))
-    # "own" in a --train variant's overrides: data.own_answers = the base model's answers (self-distillation)
-    specs = [(name, sets.replace("data.own_answers=own", f'data.own_answers="{own_answers(recipe_file, common, sets, args)}"')
-              if "data.own_answers=own" in sets else sets)
-             for name, _, sets in (spec.partition("=") for spec in args.train)]
+    # "own" / "sampled" in a --train variant's overrides: data.own_answers = the base model's answers
+    specs = []
+    for name, _, sets in (spec.partition("=") for spec in args.train):
+        for kind in ("own", "sampled"):
+            if f"data.own_answers={kind}" in sets:
+                folder = own_answers(recipe_file, common, sets, args, sampled=kind == "sampled")
+                sets = sets.replace(f"data.own_answers={kind}", f'data.own_answers="{folder}"')
+        specs.append((name, sets))
     trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}" for name, sets in specs]
     for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")

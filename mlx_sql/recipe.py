@@ -80,6 +80,8 @@ class DataConfig:
     own_answers: str | None = _opt(doc="an evaluation folder of the model on the train split (mlx-sql eval --set "
                                    "eval.split=train): where its SQL returned the gold result, that SQL is the "
                                    "target instead of the gold (self-distillation)", is_input_path=True)
+    own_answers_only: bool = _opt(False, doc="train only on the questions of data.own_answers the model answered "
+                                             "correctly, never on gold SQL (rejection-sampling finetuning)")
     out_dir: str | None = _opt(doc="where train.jsonl / valid.jsonl go (default data/<recipe name>)")
     instruction: str = _opt("Write one SQLite query that answers the question, using only the tables and "
                             "columns in the schema. Reply with the SQL only.")
@@ -130,6 +132,10 @@ class EvalConfig:
                         "first that runs (execution-guided decoding; 0: the greedy answer only, as Spider's "
                         "evaluation assumes)")
     retry_temperature: float = _opt(0.8, min=0.05, max=2.0, doc="sampling temperature of those retries (top-k 40)")
+    retry_until: str = _opt("runs", choices=("runs", "correct"),
+                            doc="what ends the retries: a query SQLite runs, or (train split only: it reads the "
+                            "gold result) one that returns the gold result, to collect the model's own correct "
+                            "SQL for data.own_answers")
 
 
 @dataclass

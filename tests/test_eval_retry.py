@@ -9,6 +9,8 @@ from mlx_lm import load
 
 from conftest import MINISPIDER, loopback_server
 from mlx_sql.data.benchmark import load_benchmark
+from mlx_sql.data.own_answers import load_own_answers
+from mlx_sql.errors import MlxSqlError
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
 from mlx_sql.eval.execution import execute_here
@@ -140,3 +142,48 @@ def test_evaluation_and_ask_with_retries_against_a_loopback_server(tmp_path):
     assert (summary["retries"], summary["retried"]) == (3, 1)
     assert answer.ok and answer.sql == "SELECT count(*) FROM customers" and answer.rows == [[2]]
     assert plain.error == "SQLite: no such column: T1.full_name"
+
+
+def _gold_on_second_sample(golds):
+    """Ollama answers on the train split: greedy and the first sample run but miss the gold result; the
+    second sample is the gold query."""
+    def answer(body):
+        question = body["messages"][0]["content"].split("### Question ###")[-1].strip()
+        seed = body["options"].get("seed", 0) if body["options"]["temperature"] > 0 else 0
+        sql = {0: "SELECT -987654", 1: "SELECT -987654 AS x"}.get(seed, golds[question])
+        return {"model": body["model"], "message": {"role": "assistant", "content": sql}}
+    return answer
+
+
+def test_retries_until_correct_collect_own_answers_on_the_train_split_only(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n[eval]\nsplit = "train"\n')
+    golds = {q.question: q.query for q in load_benchmark(MINISPIDER).questions("train")}
+    server = loopback_server(_gold_on_second_sample(golds))
+    url = f'ollama.base_url="http://127.0.0.1:{server.server_port}"'
+    try:
+        until_runs = evaluate_model(load_recipe(recipe, [url, "eval.retries=4"]), tmp_path / "runs", "runs",
+                                    backend="ollama", model_name="m", max_examples=3)
+        assert len(server.requests) == 3  # every greedy query ran: nothing retried
+        until_correct = load_recipe(recipe, [url, "eval.retries=4", 'eval.retry_until="correct"'])
+        report = evaluate_model(until_correct, tmp_path / "correct", "correct", backend="ollama", model_name="m",
+                                max_examples=3)
+        assert len(server.requests) == 3 + 3 * 3  # greedy, seed 1, seed 2 (the gold) for each question
+        with pytest.raises(MlxSqlError, match='retry_until = "correct" reads the gold results.*set eval.split = '
+                                              '"train" \\(it is \'dev\'\\)'):
+            evaluate_model(load_recipe(recipe, [url, "eval.retries=4", 'eval.retry_until="correct"', 'eval.split="dev"']),
+                           tmp_path / "dev", "dev", backend="ollama", model_name="m", max_examples=3)
+        assert len(server.requests) == 12 and not (tmp_path / "dev").exists()
+    finally:
+        server.shutdown()
+    assert until_runs.summary["all"]["execution_accuracy"] == 0.0
+    assert report.summary["all"]["execution_accuracy"] == 100.0
+    predictions = [json.loads(line) for line in (tmp_path / "correct" / "predictions.jsonl").read_text().splitlines()]
+    assert [p["sql"] for p in predictions] == [golds[s.question] for s in report.scored]
+    assert all(p["failed"] == [{"sql": "SELECT -987654", "error": "ran, wrong result"},
+                               {"sql": "SELECT -987654 AS x", "error": "ran, wrong result"}] for p in predictions)
+    summary = json.loads((tmp_path / "correct" / "summary.json").read_text())
+    assert (summary["retry_until"], summary["retried"], summary["split"]) == ("correct", 3, "train")
+    assert "Not a score" in (tmp_path / "correct" / "summary.md").read_text()
+    assert load_own_answers(tmp_path / "correct", "train") == {(s.db_id, s.question): s.prediction
+                                                                for s in report.scored}

@@ -108,3 +108,24 @@ def test_data_build_says_how_many_targets_are_the_models_own(write_recipe, tmp_p
     missing = CliRunner().invoke(app, ["data", "build", str(path), "--set", f'data.own_answers="{tmp_path / "nope"}"'])
     assert missing.exit_code != 0
     assert "data.own_answers: path" in str(missing.exception) and "nope' does not exist" in str(missing.exception)
+
+
+def test_own_answers_only_trains_on_the_models_correct_sql_and_nothing_else(write_recipe, tmp_path):
+    report, questions = scored_report(tmp_path, "train", lower_select)
+    correct = {(s.db_id, s.question): s.prediction for s in report.scored if s.execution_match}
+    built = build_dataset(recipe(write_recipe, tmp_path, f'data.own_answers="{report.out_dir}"',
+                                 "data.own_answers_only=true", "data.valid_fraction=0.1"))
+    train, valid = read(built.out_dir / "train.jsonl"), read(built.out_dir / "valid.jsonl")
+    assert built.train == len(train) == built.own_targets > 40
+    assert all(r["output"] == correct[(r["db_id"], r["question"])] for r in train)  # no gold-style target left
+    gold = {(q.db_id, q.question): q.query for q in questions}
+    assert valid and all(r["output"] == gold[(r["db_id"], r["question"])] for r in valid)
+    everything = build_dataset(recipe(write_recipe, tmp_path, f'data.own_answers="{report.out_dir}"',
+                                      "data.valid_fraction=0.1", f'data.out_dir="{tmp_path / "all"}"'))
+    assert everything.train > built.train and everything.valid == built.valid
+
+
+def test_own_answers_only_needs_own_answers(write_recipe, tmp_path):
+    with pytest.raises(MlxSqlError, match="data.own_answers_only trains on the model's own correct answers: set "
+                                          "data.own_answers"):
+        build_dataset(recipe(write_recipe, tmp_path, "data.own_answers_only=true"))

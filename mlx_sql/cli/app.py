@@ -93,7 +93,10 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     for line in report.failed_gold:
         console.print(f"[yellow]left out, the gold query failed:[/] {line}", highlight=False, markup=False)
     console.print(f"wrote [bold]{report.train}[/] train and [bold]{report.valid}[/] valid examples to {report.out_dir}")
-    if report.own_targets:
+    if report.own_targets == report.train:
+        console.print(f"all {report.train} training targets are the model's own correct SQL (data.own_answers_only)",
+                      highlight=False)
+    elif report.own_targets:
         console.print(f"{report.own_targets} of the {report.train} training targets are the model's own SQL "
                       f"(data.own_answers), the rest the gold query", highlight=False)
     if report.skipped:

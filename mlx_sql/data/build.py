@@ -203,11 +203,16 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
                f"{bench.db_path(questions[0].db_id, split)})" if questions else "the split has no questions")
         raise MlxSqlError(f"no training examples to build: {why}", bench.root)
     train, valid = split_questions(usable, cfg)
+    if cfg.own_answers_only and not cfg.own_answers:
+        raise MlxSqlError("data.own_answers_only trains on the model's own correct answers: set data.own_answers "
+                          "to an evaluation folder of the train split too")
     answers = load_own_answers(Path(cfg.own_answers), split) if cfg.own_answers else None
     own_targets = sum((q.db_id, q.question) in answers for q in train) if answers else 0
     if answers is not None and not own_targets:
         raise MlxSqlError(f"none of the {len(train)} training questions is among its {len(answers)} correct "
                           "answers (was it evaluated on other databases?)", cfg.own_answers)
+    if cfg.own_answers_only:  # rejection-sampling finetuning: no gold-style target at all
+        train = [q for q in train if (q.db_id, q.question) in answers]
     if on_total:
         on_total(len(train) + len(valid))
 

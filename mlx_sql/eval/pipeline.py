@@ -162,12 +162,17 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
     from mlx_sql.eval.extract import extract_sql
     from mlx_sql.eval.execution import Executor
-    from mlx_sql.eval.retry import retry_until_it_runs
-    from mlx_sql.eval.scoring import score_one
+    from mlx_sql.eval.normalize import remove_distinct
+    from mlx_sql.eval.retry import retry_until, runs
+    from mlx_sql.eval.scoring import gold_match, score_one
 
     model_name = backend_model(recipe, adapter, backend, model_name)
     bench, _ = recipe_benchmark(recipe)
     split = recipe.eval.split
+    until_correct = recipe.eval.retries > 0 and recipe.eval.retry_until == "correct"
+    if until_correct and split != recipe.data.train_split:
+        raise MlxSqlError(f"eval.retry_until = \"correct\" reads the gold results, so it only makes training data: "
+                          f"set eval.split = \"{recipe.data.train_split}\" (it is '{split}')")
     _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples, keep)
     if on_total:
         on_total(len(usable))
@@ -194,9 +199,11 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                     done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
                     if recipe.eval.retries:
                         db_path = bench.db_path(q.db_id, split)
-                        retried = retry_until_it_runs(gen.generate, record, done[q.index]["sql"],
-                                                      lambda sql: executor.run(db_path, sql), recipe.eval.retries,
-                                                      recipe.eval.retry_temperature)
+                        accept = gold_match(q, bench, split, executor, gold_cache) if until_correct else runs
+                        as_scored = remove_distinct if until_correct else str  # gold_match compares as scoring does
+                        retried = retry_until(gen.generate, record, done[q.index]["sql"],
+                                              lambda sql: executor.run(db_path, as_scored(sql)),
+                                              recipe.eval.retries, recipe.eval.retry_temperature, accept)
                         done[q.index].update(sql=retried.sql, failed=retried.failed)
                     sink.write(json.dumps(done[q.index]) + "\n")
                 sink.flush()
@@ -208,6 +215,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
                                                    "backend": backend, "model": model_name, "split": split,
                                                    "retries": recipe.eval.retries,
+                                                   "retry_until": recipe.eval.retry_until,
                                                    "retried": sum(1 for q in usable if done[q.index].get("failed")),
                                                    "skipped_missing_database": skipped})
     return EvalReport(out_dir, summary, scored, skipped)

@@ -30,6 +30,10 @@ def retries_note(meta: dict) -> str:
     """Say so when answers are not all the greedy ones: execution-guided decoding is not what Spider's numbers assume."""
     if not meta.get("retries"):
         return ""
+    if meta.get("retry_until") == "correct":
+        return (f"\nNot a score: where the greedy query did not return the gold result ({meta.get('retried', 0)} "
+                f"questions), up to {meta['retries']} samples were drawn and the first that did is the answer "
+                "(`eval.retry_until = \"correct\"`: the model's own correct SQL, for `data.own_answers`).\n")
     return (f"\nExecution-guided decoding (`eval.retries = {meta['retries']}`): where SQLite rejected the greedy "
             f"query ({meta.get('retried', 0)} questions), the first of up to {meta['retries']} samples that ran.\n")
 

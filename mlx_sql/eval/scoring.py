@@ -38,19 +38,32 @@ def schema_names(bench: Benchmark, db_id: str, split: str) -> list[str]:
     return schema.table_names + [c.name for t in schema.tables for c in t.columns]
 
 
+def gold_result(q: Question, bench: Benchmark, split: str, executor: Executor,
+                gold_cache: dict[int, ExecResult]) -> ExecResult:
+    if q.index not in gold_cache:
+        gold_cache[q.index] = executor.run(bench.db_path(q.db_id, split), remove_distinct(q.query))
+    return gold_cache[q.index]
+
+
+def gold_match(q: Question, bench: Benchmark, split: str, executor: Executor,
+               gold_cache: dict[int, ExecResult]) -> Callable[[ExecResult], bool]:
+    """Whether a prediction's result (run through `remove_distinct`, as scored) counts as EX-correct."""
+    gold = gold_result(q, bench, split, executor, gold_cache)
+    ordered = has_order_by(q.query, schema_names(bench, q.db_id, split))
+    return lambda pred: gold.ok and pred.ok and results_match(gold.rows, pred.rows, ordered)
+
+
 def score_one(q: Question, prediction: str, bench: Benchmark, split: str, executor: Executor,
               gold_cache: dict[int, ExecResult]) -> Scored:
     names = schema_names(bench, q.db_id, split)
     gold_canon, pred_canon = canonical(q.query, names), canonical(prediction, names)
     db_path = bench.db_path(q.db_id, split)
-    if q.index not in gold_cache:
-        gold_cache[q.index] = executor.run(db_path, remove_distinct(q.query))
-    gold = gold_cache[q.index]
+    gold = gold_result(q, bench, split, executor, gold_cache)
     pred = executor.run(db_path, remove_distinct(prediction)) if prediction.strip() else ExecResult(None, "empty")
     # a query SQLite rejects (clauses out of order, unknown column) never earns a match, however it parses
     set_match = pred.runs and exact_set_match(q.query, prediction, bench.schema(q.db_id, split))
     exact = pred.runs and gold_canon is not None and gold_canon == pred_canon
-    execution = gold.ok and pred.ok and results_match(gold.rows, pred.rows, has_order_by(q.query, names))
+    execution = gold_match(q, bench, split, executor, gold_cache)(pred)
     error = pred.error or (None if gold.ok else f"gold failed: {gold.error}")
     return Scored(q.index, q.db_id, q.question, q.query, prediction, hardness(q.query), exact, execution,
                   set_match, pred_canon is not None, error)
