@@ -25,12 +25,17 @@ its greedy query misses the gold result draws up to 4 samples until one returns 
 finetuning):
 
     python benchmarks/spider_validation.py --model qwen0.5b --train "rft=data.own_answers=sampled;data.own_answers_only=true"
+
+`data.own_answers=sampled:LEVEL` keeps only the sampled answers to questions of Spider hardness LEVEL or
+harder (by the gold query): the same answers without the easy ones, whose single-table queries may be what
+pulls the finetuned model toward simpler SQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -166,6 +171,23 @@ def own_answers(recipe_file: str, common: list[str], sets: str, args, sampled: b
     return out
 
 
+def at_least(report: Path, level: str) -> Path:
+    """A copy of the evaluation folder `report` holding only its questions of hardness `level` or harder."""
+    from mlx_sql.eval.hardness import LEVELS
+    from mlx_sql.eval.report import load_report
+
+    kept_levels = LEVELS[LEVELS.index(level):]
+    out = report.with_name(f"{report.name}-{level}-up")
+    if not (out / "per_example.jsonl").is_file():
+        _, rows = load_report(report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text((report / "summary.json").read_text())
+        kept = [json.dumps(row) for row in rows if row["hardness"] in kept_levels]
+        (out / "per_example.jsonl").write_text("\n".join(kept) + "\n")
+        log(f"{out.name}: {len(kept)} of {len(rows)} questions are {level} or harder")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
@@ -222,9 +244,12 @@ def main() -> None:
     specs = []
     for name, _, sets in (spec.partition("=") for spec in args.train):
         for kind in ("own", "sampled"):
-            if f"data.own_answers={kind}" in sets:
-                folder = own_answers(recipe_file, common, sets, args, sampled=kind == "sampled")
-                sets = sets.replace(f"data.own_answers={kind}", f'data.own_answers="{folder}"')
+            match = re.search(rf"data\.own_answers={kind}(?::(\w+))?(?=;|$)", sets)
+            if match:
+                folder = own_answers(recipe_file, common, sets.replace(match.group(0), f"data.own_answers={kind}"),
+                                     args, sampled=kind == "sampled")
+                folder = at_least(folder, match.group(1)) if match.group(1) else folder
+                sets = sets.replace(match.group(0), f'data.own_answers="{folder}"')
         specs.append((name, sets))
     trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}" for name, sets in specs]
     for spec in [*args.adapter, *trained]:
