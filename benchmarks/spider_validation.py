@@ -175,15 +175,17 @@ def at_least(report: Path, level: str) -> Path:
     """A copy of the evaluation folder `report` holding only its questions of hardness `level` or harder."""
     from mlx_sql.eval.hardness import LEVELS
     from mlx_sql.eval.report import load_report
+    from mlx_sql.fileio import atomic_dir, write_json, write_jsonl
 
-    kept_levels = LEVELS[LEVELS.index(level):]
+    if level not in LEVELS:
+        raise SystemExit(f"data.own_answers=…:{level}: not a Spider hardness level ({', '.join(LEVELS)})")
     out = report.with_name(f"{report.name}-{level}-up")
-    if not (out / "per_example.jsonl").is_file():
-        _, rows = load_report(report)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text((report / "summary.json").read_text())
-        kept = [json.dumps(row) for row in rows if row["hardness"] in kept_levels]
-        (out / "per_example.jsonl").write_text("\n".join(kept) + "\n")
+    if not out.is_dir():
+        summary, rows = load_report(report)
+        kept = [row for row in rows if LEVELS.index(row["hardness"]) >= LEVELS.index(level)]
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "summary.json", summary)
+            write_jsonl(tmp / "per_example.jsonl", kept)
         log(f"{out.name}: {len(kept)} of {len(rows)} questions are {level} or harder")
     return out
 
@@ -246,8 +248,7 @@ def main() -> None:
         for kind in ("own", "sampled"):
             match = re.search(rf"data\.own_answers={kind}(?::(\w+))?(?=;|$)", sets)
             if match:
-                folder = own_answers(recipe_file, common, sets.replace(match.group(0), f"data.own_answers={kind}"),
-                                     args, sampled=kind == "sampled")
+                folder = own_answers(recipe_file, common, sets, args, sampled=kind == "sampled")
                 folder = at_least(folder, match.group(1)) if match.group(1) else folder
                 sets = sets.replace(match.group(0), f'data.own_answers="{folder}"')
         specs.append((name, sets))

@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -50,3 +52,5 @@ def test_own_answers_of_a_hardness_or_harder(tmp_path):
     medium_up = at_least(report, "medium")
     assert medium_up.name == "sampled-320-medium-up"
     assert load_own_answers(medium_up, "train") == {("d", "q1"): "SELECT 1", ("d", "q2"): "SELECT 2"}
+    with pytest.raises(SystemExit, match="not a Spider hardness level"):
+        at_least(report, "medium-hard")
