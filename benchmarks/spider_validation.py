@@ -29,6 +29,14 @@ finetuning):
 `data.own_answers=sampled:LEVEL` keeps only the sampled answers to questions of Spider hardness LEVEL or
 harder (by the gold query): the same answers without the easy ones, whose single-table queries may be what
 pulls the finetuned model toward simpler SQL.
+
+Each adapter is also paired with the first base variant of the run, question by question (won, lost, exact
+sign test p): on 200 questions a few points can be chance. --on-dev scores the same variants and adapters
+once on all of Spider dev (its own section; folders `dev-…`), to check what the split chose — never to choose:
+
+    python benchmarks/spider_validation.py --model qwen0.5b --on-dev \
+        --variant "ddl-rows3=data.schema_format=ddl;data.sample_rows=3" \
+        --adapter rft-medium-up-lr5e-5=runs/spider-validation/qwen0.5b/train-rft-medium-up-lr5e-5
 """
 
 from __future__ import annotations
@@ -80,7 +88,7 @@ def score_variant(recipe, out: Path, name: str, databases: list[str], limit: int
 
 
 def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
-    """Table rows and budget lines of the section `key` as RESULTS.md has it, by variant label."""
+    """Table rows, and budget and paired-comparison lines, of the section `key` as RESULTS.md has it."""
     import re
 
     match = section_pattern(key).search(text)
@@ -88,7 +96,7 @@ def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
     for line in (match.group(1).splitlines() if match else []):
         if re.match(r"\| (base|base \(q8_0 export\)|LoRA), ", line):
             rows.append(line)
-        elif re.match(r"LoRA, [^:]+: \d+ steps", line):
+        elif re.match(r"LoRA, [^:]+: \d+ steps|Paired, [^:]+: \d+ questions flipped", line):
             budgets[line.split(":", 1)[0]] = line
     return rows, budgets
 
@@ -166,9 +174,35 @@ def own_answers(recipe_file: str, common: list[str], sets: str, args, sampled: b
     wanted = {(r["db_id"], r["question"]) for r in records}
     kind = "sampled-answers" if sampled else "own-answers"
     out = Path(args.out) / args.model / f"{kind}{data.name[len('train-data'):]}-{len(wanted)}"
+    reuse_smaller(out, wanted)
     score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf_file(recipe.model)),
                   keep=lambda q: (q.db_id, q.question) in wanted)
     return out
+
+
+def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
+    """Start answering `wanted` from the largest finished run of the same kind on fewer questions: the first
+    N training questions are a prefix of the first M, and their answers (sampled ones included) are kept
+    as they were, so raising --own-questions costs only the new questions."""
+    import re
+
+    from mlx_sql.eval.pipeline import load_done
+    from mlx_sql.eval.report import load_report
+    from mlx_sql.fileio import write_jsonl
+
+    if (out / "predictions.jsonl").is_file():
+        return
+    stem = out.name.rsplit("-", 1)[0]
+    smaller = sorted((int(m.group(1)), p) for p in out.parent.glob(f"{stem}-*")
+                     if (m := re.fullmatch(rf"{re.escape(stem)}-(\d+)", p.name)) and int(m.group(1)) < len(wanted)
+                     and (p / "summary.json").is_file())
+    if smaller:
+        _, rows = load_report(smaller[-1][1])
+        reused = {row["index"] for row in rows if (row["db_id"], row["question"]) in wanted}
+        done = load_done(smaller[-1][1] / "predictions.jsonl")
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out / "predictions.jsonl", [done[index] for index in sorted(reused & done.keys())])
+        log(f"{out.name}: {len(reused & done.keys())} answers reused from {smaller[-1][1].name}")
 
 
 def at_least(report: Path, level: str) -> Path:
@@ -190,6 +224,19 @@ def at_least(report: Path, level: str) -> Path:
     return out
 
 
+def paired(folders: dict[str, Path]) -> dict[str, str]:
+    """Each adapter scored this time against the first base variant scored with it, question by question:
+    a few points on a few hundred questions can be chance, and the sign test says how likely."""
+    from mlx_sql.eval.report import compare_runs
+
+    base = next((label for label in folders if label.startswith("base")), None)
+    if base is None:
+        return {}
+    return {f"Paired, {label} against {base}": f"Paired, {label} against {base}: "
+            f"{compare_runs(folders[base], folder).flips}."
+            for label, folder in folders.items() if label.startswith("LoRA")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
@@ -209,6 +256,9 @@ def main() -> None:
     parser.add_argument("--base-export", action="store_true",
                         help="also score each --variant on the untrained model exported as q8_0 (the adapters' path)")
     parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--on-dev", action="store_true",
+                        help="score the variants and adapters on every Spider dev question instead (the check, once, "
+                             "of what the split chose); its own RESULTS.md section")
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--out", default=str(ROOT / "runs" / "spider-validation"))
     args = parser.parse_args()
@@ -219,28 +269,34 @@ def main() -> None:
     title, recipe_file = RECIPES[args.model]
     # greedy answers unless a variant sets eval.retries (its overrides come after these)
     common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0", *SPLIT]
+    # what scoring sees: the held-out databases' first --questions, or (--on-dev) all of Spider dev
+    scoring = [*common, "eval.split=dev"] if args.on_dev else common
+    limit, prefix = (0, "dev-") if args.on_dev else (args.questions, "")
     rows: dict[str, dict] = {}
+    folders: dict[str, Path] = {}  # report folder of each row scored this time, for the paired comparisons
     databases: list[str] = []
     greedy: dict[tuple[str, ...], Path] = {}  # greedy variants' folders, by their overrides
     for spec in args.variant or ([] if args.train or args.adapter else ["recipe="]):
         name, _, sets = spec.partition("=")
         overrides = [s for s in sets.split(";") if s]
-        recipe = load_recipe(ROOT / recipe_file, [*common, *overrides])
-        databases = databases or held_out(recipe)
+        recipe = load_recipe(ROOT / recipe_file, [*scoring, *overrides])
+        databases = databases or ([] if args.on_dev else held_out(recipe))
         gguf = gguf_file(recipe.model)
-        folder = Path(args.out) / args.model / f"base-{name}"
+        folder = Path(args.out) / args.model / f"{prefix}base-{name}"
         twin = tuple(sorted(s for s in overrides if not s.startswith("eval.retr")))
         if not recipe.eval.retries:
             greedy[twin] = folder
         elif twin in greedy:  # the same prompts scored greedily before: only their failed answers are redone
             seed_with_running_answers(greedy[twin], folder)
+        folders[f"base, {name}"] = folder
         rows[f"base, {name}"] = score_variant(recipe, folder,
-                                              f"{args.model}-base-{name}", databases, args.questions, None,
+                                              f"{args.model}-{prefix}base-{name}", databases, limit, None,
                                               "llamacpp", str(gguf) if gguf else None)
         if args.base_export:
-            folder = Path(args.out) / args.model / f"base-export-{name}"
+            folder = Path(args.out) / args.model / f"{prefix}base-export-{name}"
+            folders[f"base (q8_0 export), {name}"] = folder
             rows[f"base (q8_0 export), {name}"] = score_variant(
-                recipe, folder, f"{args.model}-base-export-{name}", databases, args.questions, None, "llamacpp",
+                recipe, folder, f"{args.model}-{prefix}base-export-{name}", databases, limit, None, "llamacpp",
                 str(base_export(recipe, Path(args.out) / args.model / "base-export")))
     # "own" / "sampled" in a --train variant's overrides: data.own_answers = the base model's answers
     specs = []
@@ -256,8 +312,8 @@ def main() -> None:
     for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")
         adapter = Path(folder)
-        recipe = load_recipe(adapter / "recipe.toml", [*common])
-        databases = databases or held_out(recipe)
+        recipe = load_recipe(adapter / "recipe.toml", scoring)
+        databases = databases or ([] if args.on_dev else held_out(recipe))
         gguf = None
         if args.adapter_backend == "llamacpp":
             from mlx_sql.export.fuse import fuse_adapter
@@ -267,17 +323,21 @@ def main() -> None:
             if not gguf.is_file():
                 fuse_adapter(adapter, adapter / "fused")
                 export_gguf(adapter / "fused", gguf, "q8_0")
-        rows[f"LoRA, {name}"] = score_variant(recipe, Path(args.out) / args.model / f"lora-{name}",
-                                              f"{args.model}-lora-{name}", databases, args.questions,
+        folders[f"LoRA, {name}"] = Path(args.out) / args.model / f"{prefix}lora-{name}"
+        rows[f"LoRA, {name}"] = score_variant(recipe, folders[f"LoRA, {name}"],
+                                              f"{args.model}-{prefix}lora-{name}", databases, limit,
                                               adapter if args.adapter_backend == "mlx" else None,
                                               args.adapter_backend, str(gguf) if gguf else None)
 
     levels = ["easy", "medium", "hard", "extra", "all"]
-    key = f"spider-validation-{args.model}"
+    key = f"spider-{'dev-variants' if args.on_dev else 'validation'}-{args.model}"
     kept_rows, kept_budgets = earlier_rows(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "", key)
     first = next(iter(rows.values()))
-    lines = [f"{title} on {first['all']['count']} questions of {len(databases)} Spider *train* databases held "
-             f"out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)}); base variants "
+    scored = (f"all {first['all']['count']} Spider *dev* questions whose database exists: variants chosen on the "
+              "validation split (the section above), checked here once and never chosen by" if args.on_dev else
+              f"{first['all']['count']} questions of {len(databases)} Spider *train* databases held out of training "
+              f"(`data.valid_by = \"database\"`, seed 0: {', '.join(databases)})")
+    lines = [f"{title} on {scored}; base variants "
              "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs; greedy, max "
              f"{args.max_tokens} tokens. EM is Spider's exact set match. A `-retryN` variant sets `eval.retries=N`: where "
              "SQLite rejects the greedy query, up to N samples (temperature `eval.retry_temperature`, 0.8; top-k 40) "
@@ -292,16 +352,20 @@ def main() -> None:
     lines.extend(sorted(table.values(), key=lambda line: not line.startswith("| base")))
     lines.append("")
     lines.append("Questions per level: " + ", ".join(f"{lv} {first[lv]['count']}" for lv in levels) + ".")
-    for spec in trained:  # the training budget of each trained variant, from its checkpoint
+    for spec in [*args.adapter, *trained]:  # the training budget of each adapter, from its checkpoint
         name, _, folder = spec.partition("=")
+        if not (Path(folder) / "checkpoint" / "position.json").is_file():
+            continue
         position = json.loads((Path(folder) / "checkpoint" / "position.json").read_text())
         kept_budgets[f"LoRA, {name}"] = (
             f"LoRA, {name}: {position['step']} steps, {position['examples_seen']} examples of Spider train "
             f"(minus the held-out databases), {position['seconds'] / 60:.0f} minutes; "
             f"{position['truncated']} examples had the tail of their schema cut to fit `train.max_seq_length`.")
+    kept_budgets.update(paired(folders))
     lines.extend(kept_budgets.values())
-    update_section(key, f"Recipe choices on a validation split: {title} "
-                   "(`benchmarks/spider_validation.py`)", "\n".join(lines))
+    heading = "Validation-chosen variants on Spider dev" if args.on_dev else "Recipe choices on a validation split"
+    command = "benchmarks/spider_validation.py" + (" --on-dev" if args.on_dev else "")
+    update_section(key, f"{heading}: {title} (`{command}`)", "\n".join(lines))
 
 
 if __name__ == "__main__":

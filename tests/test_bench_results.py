@@ -27,10 +27,13 @@ def test_the_validation_table_keeps_rows_of_variants_not_run_again():
 
     text = ("x\n<!-- spider-validation-m -->\n## T\n\n| variant | all EX |\n|---|---:|\n| base, ddl | 42.5 |\n"
             "| LoRA, rows3 | 42.0 |\n\nLoRA, rows3: 60 steps, 195 examples of Spider train\nQuestions per level: 5\n"
+            "Paired, LoRA, rows3 against base, ddl: 3 questions flipped to correct, 1 to wrong (p = 0.625).\n"
             "<!-- /spider-validation-m -->\n| LoRA, elsewhere | 1 |\n")
     rows, budgets = earlier_rows(text, "spider-validation-m")
     assert rows == ["| base, ddl | 42.5 |", "| LoRA, rows3 | 42.0 |"]
-    assert budgets == {"LoRA, rows3": "LoRA, rows3: 60 steps, 195 examples of Spider train"}
+    pair = "Paired, LoRA, rows3 against base, ddl"
+    assert budgets == {"LoRA, rows3": "LoRA, rows3: 60 steps, 195 examples of Spider train",
+                       pair: f"{pair}: 3 questions flipped to correct, 1 to wrong (p = 0.625)."}
     assert earlier_rows("no section", "spider-validation-m") == ([], {})
 
 
@@ -54,3 +57,60 @@ def test_own_answers_of_a_hardness_or_harder(tmp_path):
     assert load_own_answers(medium_up, "train") == {("d", "q1"): "SELECT 1", ("d", "q2"): "SELECT 2"}
     with pytest.raises(SystemExit, match="not a Spider hardness level"):
         at_least(report, "medium-hard")
+
+
+def test_adapters_are_paired_with_the_first_base_variant(tmp_path):
+    """The section says, per adapter, which questions flipped each way against the untrained model, and the
+    sign test's p: real reports of minispider's dev questions, two answers changed each way and one more."""
+    from spider_validation import paired
+
+    from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.eval.pipeline import evaluate_predictions
+
+    spider = ROOT / "benchmarks" / "minispider"
+    gold = [q.query.replace("\n", " ") for q in load_benchmark(spider).questions("dev")]
+    variants = {"base, ddl": ["SELECT 1", "SELECT 1", *gold[2:]],
+                "LoRA, a": [*gold[:2], "SELECT 1", "SELECT 1", "SELECT 1", *gold[5:]],
+                "LoRA, b": ["SELECT 1", *gold[1:]]}
+    folders = {}
+    for label, answers in variants.items():
+        (tmp_path / f"{len(folders)}.sql").write_text("\n".join(answers) + "\n")
+        folders[label] = tmp_path / str(len(folders))
+        evaluate_predictions(tmp_path / f"{len(folders) - 1}.sql", spider, "dev", folders[label], label)
+    lines = paired(folders)
+    assert lines == {
+        "Paired, LoRA, a against base, ddl": "Paired, LoRA, a against base, ddl: 2 questions flipped to correct, "
+                                             "3 to wrong (exact sign test p = 1).",
+        "Paired, LoRA, b against base, ddl": "Paired, LoRA, b against base, ddl: 1 questions flipped to correct, "
+                                             "0 to wrong (exact sign test p = 1)."}
+    assert paired({"LoRA, a": folders["LoRA, a"]}) == {}
+
+
+def test_more_sampled_questions_reuse_the_answers_of_fewer(tmp_path):
+    """--own-questions 640 after 320: the 320 finished answers (sampled ones too) are kept, not drawn again;
+    a folder with another suffix or an unfinished run is not taken for a smaller run."""
+    import json
+
+    from spider_validation import reuse_smaller
+
+    def run(name, indices, finished=True):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"index": i, "db_id": "d", "question": f"q{i}"} for i in indices]
+        (folder / "per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "predictions.jsonl").write_text(
+            "".join(json.dumps({"index": i, "db_id": "d", "sql": f"SELECT {i}", "failed": ["x"]}) + "\n"
+                    for i in indices))
+        if finished:
+            (folder / "summary.json").write_text(json.dumps({"name": name, "summary": {}}))
+
+    run("sampled-x-2", [0, 1])
+    run("sampled-x-3", [0, 1, 2], finished=False)
+    run("sampled-x-2-medium-up", [1])
+    out = tmp_path / "sampled-x-4"
+    reuse_smaller(out, {("d", f"q{i}") for i in range(4)})
+    kept = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert kept == [{"index": i, "db_id": "d", "sql": f"SELECT {i}", "failed": ["x"]} for i in (0, 1)]
+    (out / "predictions.jsonl").write_text("")
+    reuse_smaller(out, {("d", f"q{i}") for i in range(4)})  # started already: left as it is
+    assert (out / "predictions.jsonl").read_text() == ""

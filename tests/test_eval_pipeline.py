@@ -7,7 +7,7 @@ import pytest
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.pipeline import evaluate_predictions
-from mlx_sql.eval.report import compare_runs
+from mlx_sql.eval.report import compare_runs, sign_test
 from mlx_sql.eval.scoring import read_predictions
 
 from conftest import MINISPIDER
@@ -88,7 +88,16 @@ def test_compare_lists_flips_both_ways(tmp_path):
     assert "| all |" in result.table and (tmp_path / "cmp" / "comparison.png").is_file()
     cli = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--compare", str(tmp_path / "base"),
                           "--compare", str(tmp_path / "cand")], capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0 and "1 questions flipped to correct, 1 to wrong" in cli.stdout
+    assert cli.returncode == 0 and "1 questions flipped to correct, 1 to wrong (exact sign test p = 1)" in cli.stdout
+    assert "(exact sign test p = 1)." in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+@pytest.mark.parametrize("wins,losses,p", [(0, 0, 1.0), (1, 1, 1.0), (5, 0, 0.0625), (17, 9, 0.168638),
+                                           (0, 10, 0.00195313), (60, 30, 0.00206027)])
+def test_sign_test_is_the_exact_two_sided_binomial(wins, losses, p):
+    # 17 won / 9 lost is the validation split's rft-medium-up-lr5e-5 against the untrained model (RESULTS.md)
+    assert sign_test(wins, losses) == pytest.approx(p, rel=1e-4)
+    assert sign_test(losses, wins) == sign_test(wins, losses)
 
 
 def test_eval_command_on_predictions(tmp_path):

@@ -273,7 +273,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             raise MlxSqlError("--compare needs two report folders: --compare BASELINE --compare CANDIDATE")
         result = compare_runs(compare[0], compare[1], out)
         console.print(result.table, markup=False)
-        console.print(f"{len(result.gained)} questions flipped to correct, {len(result.lost)} to wrong")
+        console.print(result.flips, markup=False)
         return
     with progress_bar("evaluating") as (progress, task):
         state = {"n": 0, "ex": 0}

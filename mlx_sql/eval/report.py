@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -52,11 +53,27 @@ def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict 
     return summary
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test on the questions two runs disagree about: how often a fair coin would split
+    them at least this unevenly. A few points of EX on a few hundred questions is often inside chance."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 @dataclass
 class Comparison:
     table: str
     gained: list[dict]
     lost: list[dict]
+
+    @property
+    def flips(self) -> str:
+        """The paired verdict: questions that flipped each way, and whether that split could be chance."""
+        return (f"{len(self.gained)} questions flipped to correct, {len(self.lost)} to wrong "
+                f"(exact sign test p = {sign_test(len(self.gained), len(self.lost)):.3g})")
 
 
 def load_report(run: Path, hint: str = "") -> tuple[dict, list[dict]]:
@@ -91,10 +108,9 @@ def compare_runs(baseline: Path, candidate: Path, out: Path | None = None) -> Co
     by_index = {r["index"]: r for r in rows_a}
     gained = [r for r in rows_b if r["execution_match"] and not by_index.get(r["index"], {}).get("execution_match")]
     lost = [r for r in rows_b if not r["execution_match"] and by_index.get(r["index"], {}).get("execution_match")]
-    table = "\n".join(lines) + "\n"
+    result = Comparison("\n".join(lines) + "\n", gained, lost)
     if out is not None:
-        write_text(out / "comparison.md", table + f"\n{len(gained)} questions flipped to correct, "
-                                                  f"{len(lost)} to wrong.\n")
+        write_text(out / "comparison.md", result.table + f"\n{result.flips}.\n")
         accuracy_bars(out / "comparison.png", {a["name"]: a["summary"], b["name"]: b["summary"]},
                       title="execution accuracy by hardness")
-    return Comparison(table, gained, lost)
+    return result
