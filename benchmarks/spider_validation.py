@@ -27,8 +27,8 @@ finetuning):
     python benchmarks/spider_validation.py --model qwen0.5b --train "rft=data.own_answers=sampled;data.own_answers_only=true"
 
 `data.own_answers=sampled:LEVEL` keeps only the sampled answers to questions of Spider hardness LEVEL or
-harder (by the gold query): the same answers without the easy ones, whose single-table queries may be what
-pulls the finetuned model toward simpler SQL.
+harder (by the gold query; `data.own_answers_hardness`): the same answers without the easy ones, whose
+single-table queries pulled the finetuned model toward simpler SQL.
 
 Each adapter is also paired with the first base variant of the run, question by question (won, lost, exact
 sign test p): on 200 questions a few points can be chance. --on-dev scores the same variants and adapters
@@ -205,25 +205,6 @@ def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
         log(f"{out.name}: {len(reused & done.keys())} answers reused from {smaller[-1][1].name}")
 
 
-def at_least(report: Path, level: str) -> Path:
-    """A copy of the evaluation folder `report` holding only its questions of hardness `level` or harder."""
-    from mlx_sql.eval.hardness import LEVELS
-    from mlx_sql.eval.report import load_report
-    from mlx_sql.fileio import atomic_dir, write_json, write_jsonl
-
-    if level not in LEVELS:
-        raise SystemExit(f"data.own_answers=…:{level}: not a Spider hardness level ({', '.join(LEVELS)})")
-    out = report.with_name(f"{report.name}-{level}-up")
-    if not out.is_dir():
-        summary, rows = load_report(report)
-        kept = [row for row in rows if LEVELS.index(row["hardness"]) >= LEVELS.index(level)]
-        with atomic_dir(out) as tmp:
-            write_json(tmp / "summary.json", summary)
-            write_jsonl(tmp / "per_example.jsonl", kept)
-        log(f"{out.name}: {len(kept)} of {len(rows)} questions are {level} or harder")
-    return out
-
-
 def paired(folders: dict[str, Path]) -> dict[str, str]:
     """Each adapter scored this time against the first base variant scored with it, question by question:
     a few points on a few hundred questions can be chance, and the sign test says how likely."""
@@ -305,8 +286,8 @@ def main() -> None:
             match = re.search(rf"data\.own_answers={kind}(?::(\w+))?(?=;|$)", sets)
             if match:
                 folder = own_answers(recipe_file, common, sets, args, sampled=kind == "sampled")
-                folder = at_least(folder, match.group(1)) if match.group(1) else folder
-                sets = sets.replace(match.group(0), f'data.own_answers="{folder}"')
+                hardness = f';data.own_answers_hardness="{match.group(1)}"' if match.group(1) else ""
+                sets = sets.replace(match.group(0), f'data.own_answers="{folder}"{hardness}')
         specs.append((name, sets))
     trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}" for name, sets in specs]
     for spec in [*args.adapter, *trained]:
@@ -334,9 +315,9 @@ def main() -> None:
     kept_rows, kept_budgets = earlier_rows(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "", key)
     first = next(iter(rows.values()))
     scored = (f"all {first['all']['count']} Spider *dev* questions whose database exists: variants chosen on the "
-              "validation split (the section above), checked here once and never chosen by" if args.on_dev else
-              f"{first['all']['count']} questions of {len(databases)} Spider *train* databases held out of training "
-              f"(`data.valid_by = \"database\"`, seed 0: {', '.join(databases)})")
+              "validation split (\"Recipe choices on a validation split\"), checked here once and never chosen by"
+              if args.on_dev else f"{first['all']['count']} questions of {len(databases)} Spider *train* databases "
+              f"held out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)})")
     lines = [f"{title} on {scored}; base variants "
              "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs; greedy, max "
              f"{args.max_tokens} tokens. EM is Spider's exact set match. A `-retryN` variant sets `eval.retries=N`: where "

@@ -82,6 +82,9 @@ class DataConfig:
                                    "target instead of the gold (self-distillation)", is_input_path=True)
     own_answers_only: bool = _opt(False, doc="train only on the questions of data.own_answers the model answered "
                                              "correctly, never on gold SQL (rejection-sampling finetuning)")
+    own_answers_hardness: str = _opt("easy", choices=("easy", "medium", "hard", "extra"),
+                                     doc="keep only own answers to questions this hard or harder (Spider hardness of "
+                                     "the gold query): a small model trained on its easy answers drifts to simpler SQL")
     out_dir: str | None = _opt(doc="where train.jsonl / valid.jsonl go (default data/<recipe name>)")
     instruction: str = _opt("Write one SQLite query that answers the question, using only the tables and "
                             "columns in the schema. Reply with the SQL only.")

@@ -2,8 +2,6 @@
 
 import sys
 
-import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -35,28 +33,6 @@ def test_the_validation_table_keeps_rows_of_variants_not_run_again():
     assert budgets == {"LoRA, rows3": "LoRA, rows3: 60 steps, 195 examples of Spider train",
                        pair: f"{pair}: 3 questions flipped to correct, 1 to wrong (p = 0.625)."}
     assert earlier_rows("no section", "spider-validation-m") == ([], {})
-
-
-def test_own_answers_of_a_hardness_or_harder(tmp_path):
-    """`data.own_answers=sampled:medium` trains on the report's correct answers to medium-or-harder questions."""
-    import json
-
-    from spider_validation import at_least
-
-    from mlx_sql.data.own_answers import load_own_answers
-
-    report = tmp_path / "sampled-320"
-    report.mkdir()
-    (report / "summary.json").write_text(json.dumps({"split": "train", "summary": {}}))
-    rows = [{"db_id": "d", "question": f"q{i}", "prediction": f"SELECT {i}", "hardness": level,
-             "execution_match": i != 3}
-            for i, level in enumerate(["easy", "medium", "hard", "extra", "easy"])]
-    (report / "per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    medium_up = at_least(report, "medium")
-    assert medium_up.name == "sampled-320-medium-up"
-    assert load_own_answers(medium_up, "train") == {("d", "q1"): "SELECT 1", ("d", "q2"): "SELECT 2"}
-    with pytest.raises(SystemExit, match="not a Spider hardness level"):
-        at_least(report, "medium-hard")
 
 
 def test_adapters_are_paired_with_the_first_base_variant(tmp_path):

@@ -74,7 +74,7 @@ def test_bad_own_answer_folders_are_one_line_errors(tmp_path, write_recipe):
         load_own_answers(report.out_dir, "train")
     rows = report.out_dir / "per_example.jsonl"
     rows.write_text(rows.read_text().splitlines()[0] + "\n{\"db_id\": \"library\"}\n")
-    with pytest.raises(MlxSqlError, match="line 2: not a scored prediction \\(missing field 'question'\\)") as err:
+    with pytest.raises(MlxSqlError, match="line 2: not a scored prediction \\(missing or unknown field 'question'\\)") as err:
         load_own_answers(report.out_dir, "train")
     assert str(rows) in str(err.value)
 
@@ -129,3 +129,27 @@ def test_own_answers_only_needs_own_answers(write_recipe, tmp_path):
     with pytest.raises(MlxSqlError, match="data.own_answers_only trains on the model's own correct answers: set "
                                           "data.own_answers"):
         build_dataset(recipe(write_recipe, tmp_path, "data.own_answers_only=true"))
+
+
+def test_own_answers_of_a_hardness_or_harder(write_recipe, tmp_path):
+    """data.own_answers_hardness = "medium": the easy questions' own answers are not trained on at all (with
+    own_answers_only), or keep their gold target (without); a report with nothing that hard is an error."""
+    from mlx_sql.eval.hardness import LEVELS
+
+    report, _ = scored_report(tmp_path, "train", lambda q: q.query)
+    hardness = {(s.db_id, s.question): s.hardness for s in report.scored}
+    everything = load_own_answers(report.out_dir, "train")
+    medium_up = load_own_answers(report.out_dir, "train", "medium")
+    assert {hardness[k] for k in everything} == set(LEVELS)
+    assert medium_up == {k: v for k, v in everything.items() if hardness[k] != "easy"} and len(medium_up) > 50
+    built = build_dataset(recipe(write_recipe, tmp_path, f'data.own_answers="{report.out_dir}"',
+                                 "data.own_answers_only=true", 'data.own_answers_hardness="hard"'))
+    train = read(built.out_dir / "train.jsonl")
+    assert train and {hardness[(r["db_id"], r["question"])] for r in train} == {"hard", "extra"}
+    (tmp_path / "easy").mkdir()
+    easy_only, _ = scored_report(tmp_path / "easy", "train",
+                                 lambda q: q.query if hardness[(q.db_id, q.question)] == "easy" else "SELECT -1")
+    with pytest.raises(MlxSqlError, match="none of its 243 predictions to a question medium or harder returned"):
+        load_own_answers(easy_only.out_dir, "train", "medium")
+    with pytest.raises(MlxSqlError, match="own_answers_hardness"):
+        recipe(write_recipe, tmp_path, 'data.own_answers_hardness="medium-hard"')

@@ -206,7 +206,7 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
     if cfg.own_answers_only and not cfg.own_answers:
         raise MlxSqlError("data.own_answers_only trains on the model's own correct answers: set data.own_answers "
                           "to an evaluation folder of the train split too")
-    answers = load_own_answers(Path(cfg.own_answers), split) if cfg.own_answers else None
+    answers = load_own_answers(Path(cfg.own_answers), split, cfg.own_answers_hardness) if cfg.own_answers else None
     own_targets = sum((q.db_id, q.question) in answers for q in train) if answers else 0
     if answers is not None and not own_targets:
         raise MlxSqlError(f"none of the {len(train)} training questions is among its {len(answers)} correct "

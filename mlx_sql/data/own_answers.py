@@ -19,8 +19,11 @@ from mlx_sql.errors import MlxSqlError
 OwnAnswers = dict[tuple[str, str], str]  # (db_id, question) -> SQL that returned the gold result
 
 
-def load_own_answers(folder: Path, split: str) -> OwnAnswers:
-    """The execution-correct predictions of the report in `folder`, which must answer `split`."""
+def load_own_answers(folder: Path, split: str, at_least: str = "easy") -> OwnAnswers:
+    """The execution-correct predictions of the report in `folder`, which must answer `split`, to questions of
+    Spider hardness `at_least` or harder. Measured on held-out databases, the 0.5B trained on all its correct
+    answers lost accuracy on hard questions; trained on the medium-or-harder ones it gained (RESULTS.md)."""
+    from mlx_sql.eval.hardness import LEVELS
     from mlx_sql.eval.report import load_report
 
     summary, rows = load_report(folder, "; make one with `mlx-sql eval --recipe RECIPE --set eval.split=train`")
@@ -32,11 +35,14 @@ def load_own_answers(folder: Path, split: str) -> OwnAnswers:
     for number, row in enumerate(rows, 1):
         try:
             key, sql, correct = (row["db_id"], row["question"]), row["prediction"], row["execution_match"]
-        except (KeyError, TypeError) as exc:
-            raise MlxSqlError(f"line {number}: not a scored prediction (missing field {exc})", rows_path) from None
-        if correct is True and isinstance(sql, str) and sql.strip():
+            hard_enough = LEVELS.index(row["hardness"]) >= LEVELS.index(at_least)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MlxSqlError(f"line {number}: not a scored prediction (missing or unknown field {exc})",
+                              rows_path) from None
+        if correct is True and hard_enough and isinstance(sql, str) and sql.strip():
             answers[key] = sql.strip()
     if not answers:
-        raise MlxSqlError(f"none of its {len(rows)} predictions returned the gold result: nothing to train on "
-                          "from it", rows_path)
+        which = "" if at_least == LEVELS[0] else f" to a question {at_least} or harder"
+        raise MlxSqlError(f"none of its {len(rows)} predictions{which} returned the gold result: nothing to train "
+                          "on from it", rows_path)
     return answers
