@@ -30,8 +30,9 @@ finetuning):
 harder (by the gold query; `data.own_answers_hardness`): the same answers without the easy ones, whose
 single-table queries pulled the finetuned model toward simpler SQL.
 
-Each adapter is also paired with the first base variant of the run, question by question (won, lost, exact
-sign test p): on 200 questions a few points can be chance. --on-dev scores the same variants and adapters
+Each adapter is also paired with the first base variant of the run that decodes alike, question by question
+(won, lost, exact sign test p): on 200 questions a few points can be chance. --retries N also scores each
+adapter with `eval.retries=N` (redoing only its greedy queries SQLite rejected), as the recipes ship. --on-dev scores the same variants and adapters
 once on all of Spider dev (its own section; folders `dev-…`), to check what the split chose — never to choose:
 
     python benchmarks/spider_validation.py --model qwen0.5b --on-dev \
@@ -206,16 +207,21 @@ def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
 
 
 def paired(folders: dict[str, Path]) -> dict[str, str]:
-    """Each adapter scored this time against the first base variant scored with it, question by question:
-    a few points on a few hundred questions can be chance, and the sign test says how likely."""
+    """Each adapter scored this time against the first base variant scored with it that decodes alike (the
+    same -retryN, or none), question by question: a few points on a few hundred questions can be chance,
+    and the sign test says how likely."""
     from mlx_sql.eval.report import compare_runs
 
-    base = next((label for label in folders if label.startswith("base")), None)
-    if base is None:
-        return {}
-    return {f"Paired, {label} against {base}": f"Paired, {label} against {base}: "
-            f"{compare_runs(folders[base], folder).flips}."
-            for label, folder in folders.items() if label.startswith("LoRA")}
+    def retries(label: str) -> str:
+        return match.group(0) if (match := re.search(r"-retry\d+$", label)) else ""
+
+    lines = {}
+    for label, folder in folders.items():
+        base = next((b for b in folders if b.startswith("base") and retries(b) == retries(label)), None)
+        if label.startswith("LoRA") and base:
+            lines[f"Paired, {label} against {base}"] = (f"Paired, {label} against {base}: "
+                                                        f"{compare_runs(folders[base], folder).flips}.")
+    return lines
 
 
 def main() -> None:
@@ -228,6 +234,9 @@ def main() -> None:
                         help="NAME=ADAPTER_DIR: a trained adapter, scored with its own saved recipe")
     parser.add_argument("--train", action="append", default=[],
                         help="NAME=override[;override…]: train this variant of the recipe, then score it")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="also score each adapter with eval.retries=N (NAME-retryN; only the greedy queries "
+                             "SQLite rejected are redone), paired with the base variant of the same -retryN")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--own-questions", type=int, default=320,
@@ -304,11 +313,16 @@ def main() -> None:
             if not gguf.is_file():
                 fuse_adapter(adapter, adapter / "fused")
                 export_gguf(adapter / "fused", gguf, "q8_0")
-        folders[f"LoRA, {name}"] = Path(args.out) / args.model / f"{prefix}lora-{name}"
-        rows[f"LoRA, {name}"] = score_variant(recipe, folders[f"LoRA, {name}"],
-                                              f"{args.model}-{prefix}lora-{name}", databases, limit,
-                                              adapter if args.adapter_backend == "mlx" else None,
-                                              args.adapter_backend, str(gguf) if gguf else None)
+        for retries in sorted({0, args.retries}):  # greedy, then (--retries) only its rejected queries redone
+            label = name + (f"-retry{retries}" if retries else "")
+            folders[f"LoRA, {label}"] = Path(args.out) / args.model / f"{prefix}lora-{label}"
+            if retries:
+                seed_with_running_answers(folders[f"LoRA, {name}"], folders[f"LoRA, {label}"])
+            decoding = load_recipe(adapter / "recipe.toml", [*scoring, f"eval.retries={retries}"])
+            rows[f"LoRA, {label}"] = score_variant(decoding, folders[f"LoRA, {label}"],
+                                                   f"{args.model}-{prefix}lora-{label}", databases, limit,
+                                                   adapter if args.adapter_backend == "mlx" else None,
+                                                   args.adapter_backend, str(gguf) if gguf else None)
 
     levels = ["easy", "medium", "hard", "extra", "all"]
     key = f"spider-{'dev-variants' if args.on_dev else 'validation'}-{args.model}"

@@ -60,6 +60,11 @@ def test_adapters_are_paired_with_the_first_base_variant(tmp_path):
         "Paired, LoRA, b against base, ddl": "Paired, LoRA, b against base, ddl: 1 questions flipped to correct, "
                                              "0 to wrong (exact sign test p = 1)."}
     assert paired({"LoRA, a": folders["LoRA, a"]}) == {}
+    retried = paired({"base, ddl": folders["base, ddl"], "base, ddl-retry4": folders["LoRA, b"],
+                      "LoRA, a-retry4": folders["LoRA, a"]})  # paired with the base that decodes alike
+    assert retried == {"Paired, LoRA, a-retry4 against base, ddl-retry4": "Paired, LoRA, a-retry4 against base, "
+                                                                           "ddl-retry4: 1 questions flipped to correct, "
+                                                                           "3 to wrong (exact sign test p = 0.625)."}
 
 
 def test_more_sampled_questions_reuse_the_answers_of_fewer(tmp_path):
