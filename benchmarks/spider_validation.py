@@ -32,8 +32,9 @@ single-table queries pulled the finetuned model toward simpler SQL.
 
 Each adapter is also paired with the first base variant of the run that decodes alike, question by question
 (won, lost, exact sign test p): on 200 questions a few points can be chance. --retries N also scores each
-adapter with `eval.retries=N` (redoing only its greedy queries SQLite rejected), as the recipes ship. --on-dev scores the same variants and adapters
-once on all of Spider dev (its own section; folders `dev-…`), to check what the split chose — never to choose:
+adapter with `eval.retries=N` (redoing only its greedy queries SQLite rejected), as the recipes ship.
+--on-dev scores the same variants and adapters once on all of Spider dev (its own section; folders `dev-…`),
+to check what the split chose — never to choose:
 
     python benchmarks/spider_validation.py --model qwen0.5b --on-dev \
         --variant "ddl-rows3=data.schema_format=ddl;data.sample_rows=3" \
@@ -90,8 +91,6 @@ def score_variant(recipe, out: Path, name: str, databases: list[str], limit: int
 
 def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
     """Table rows, and budget and paired-comparison lines, of the section `key` as RESULTS.md has it."""
-    import re
-
     match = section_pattern(key).search(text)
     rows, budgets = [], {}
     for line in (match.group(1).splitlines() if match else []):
@@ -185,8 +184,6 @@ def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
     """Start answering `wanted` from the largest finished run of the same kind on fewer questions: the first
     N training questions are a prefix of the first M, and their answers (sampled ones included) are kept
     as they were, so raising --own-questions costs only the new questions."""
-    import re
-
     from mlx_sql.eval.pipeline import load_done
     from mlx_sql.eval.report import load_report
     from mlx_sql.fileio import write_jsonl
@@ -199,11 +196,12 @@ def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
                      and (p / "summary.json").is_file())
     if smaller:
         _, rows = load_report(smaller[-1][1])
-        reused = {row["index"] for row in rows if (row["db_id"], row["question"]) in wanted}
         done = load_done(smaller[-1][1] / "predictions.jsonl")
+        reused = sorted(row["index"] for row in rows if (row["db_id"], row["question"]) in wanted
+                        and row["index"] in done)
         out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "predictions.jsonl", [done[index] for index in sorted(reused & done.keys())])
-        log(f"{out.name}: {len(reused & done.keys())} answers reused from {smaller[-1][1].name}")
+        write_jsonl(out / "predictions.jsonl", [done[index] for index in reused])
+        log(f"{out.name}: {len(reused)} answers reused from {smaller[-1][1].name}")
 
 
 def paired(folders: dict[str, Path]) -> dict[str, str]:
@@ -302,8 +300,6 @@ def main() -> None:
     for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")
         adapter = Path(folder)
-        recipe = load_recipe(adapter / "recipe.toml", scoring)
-        databases = databases or ([] if args.on_dev else held_out(recipe))
         gguf = None
         if args.adapter_backend == "llamacpp":
             from mlx_sql.export.fuse import fuse_adapter
@@ -319,6 +315,7 @@ def main() -> None:
             if retries:
                 seed_with_running_answers(folders[f"LoRA, {name}"], folders[f"LoRA, {label}"])
             decoding = load_recipe(adapter / "recipe.toml", [*scoring, f"eval.retries={retries}"])
+            databases = databases or ([] if args.on_dev else held_out(decoding))
             rows[f"LoRA, {label}"] = score_variant(decoding, folders[f"LoRA, {label}"],
                                                    f"{args.model}-{prefix}lora-{label}", databases, limit,
                                                    adapter if args.adapter_backend == "mlx" else None,

@@ -153,3 +153,10 @@ def test_own_answers_of_a_hardness_or_harder(write_recipe, tmp_path):
         load_own_answers(easy_only.out_dir, "train", "medium")
     with pytest.raises(MlxSqlError, match="own_answers_hardness"):
         recipe(write_recipe, tmp_path, 'data.own_answers_hardness="medium-hard"')
+    from dataclasses import fields
+
+    from mlx_sql.recipe import DataConfig
+
+    # the recipe spells the levels out (importing the scorer would load sqlglot for every command): same levels
+    choices = next(f.metadata["choices"] for f in fields(DataConfig) if f.name == "own_answers_hardness")
+    assert choices == LEVELS

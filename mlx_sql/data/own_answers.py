@@ -32,10 +32,11 @@ def load_own_answers(folder: Path, split: str, at_least: str = "easy") -> OwnAns
         raise MlxSqlError(f"this report answers the '{summary.get('split')}' split; own answers must come from "
                           f"the '{split}' split the recipe trains on", folder / "summary.json")
     answers: OwnAnswers = {}
+    floor = LEVELS.index(at_least)
     for number, row in enumerate(rows, 1):
         try:
             key, sql, correct = (row["db_id"], row["question"]), row["prediction"], row["execution_match"]
-            hard_enough = LEVELS.index(row["hardness"]) >= LEVELS.index(at_least)
+            hard_enough = LEVELS.index(row["hardness"]) >= floor
         except (KeyError, TypeError, ValueError) as exc:
             raise MlxSqlError(f"line {number}: not a scored prediction (missing or unknown field {exc})",
                               rows_path) from None
