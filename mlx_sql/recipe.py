@@ -128,6 +128,9 @@ class EvalConfig:
     split: str = _opt("dev")
     timeout: float = _opt(10.0, min=0.1, max=3600.0, doc="seconds per query")
     max_examples: int | None = _opt(None, min=1)
+    sample: int | None = _opt(None, min=1, doc="score a random N of the split's questions (seeded by data.seed), "
+                              "spread over its databases, instead of all of them; max_examples then takes the "
+                              "first of those")
     backend: str = _opt("mlx", choices=BACKENDS)
     max_tokens: int = _opt(256, min=1, max=8192)
     batch_size: int = _opt(8, min=1, max=256)

@@ -11,7 +11,7 @@ from mlx_sql.data.build import build_dataset
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.eval.extract import extract_sql
 from mlx_sql.eval.generate import MLXBackend, NaiveMLXBackend, OllamaBackend
-from mlx_sql.eval.pipeline import eval_records, evaluate_model
+from mlx_sql.eval.pipeline import eval_records, evaluate_model, select_questions
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.models.tokenizer import load_tokenizer
 from mlx_sql.recipe import load_recipe
@@ -114,6 +114,15 @@ def test_ollama_backend_against_a_loopback_server(recipe, tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert cli.returncode == 0, cli.stderr
         assert "| all | 3 | 33.3 | 33.3 |" in cli.stdout  # question 0 is "How many doctors work at the clinic?"
+        sampled = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--recipe", str(recipe.source),
+                                  "--backend", "ollama", "--model", "sql-model", "--set", "eval.sample=6", "--set",
+                                  f'ollama.base_url="{url}"', "--out", str(tmp_path / "s")],
+                                 capture_output=True, text=True, timeout=300)
+        assert sampled.returncode == 0, sampled.stderr
+        asked = [json.loads(line) for line in (tmp_path / "s" / "predictions.jsonl").read_text().splitlines()]
+        expected = select_questions(bench, "dev", sample=6, seed=recipe.data.seed)[1]
+        assert [row["index"] for row in asked] == [q.index for q in expected]
+        assert json.loads((tmp_path / "s" / "summary.json").read_text())["sample"] == 6
     finally:
         server.shutdown()
 

@@ -6,7 +6,7 @@ import pytest
 
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.eval.pipeline import evaluate_predictions
+from mlx_sql.eval.pipeline import evaluate_predictions, select_questions
 from mlx_sql.eval.report import compare_runs, sign_test
 from mlx_sql.eval.scoring import read_predictions
 
@@ -129,3 +129,30 @@ def test_a_query_sqlite_rejects_never_earns_em(tmp_path):
     (scored,) = [s for s in report.scored if s.index == question.index]
     assert "syntax error" in scored.error
     assert (scored.exact_set_match, scored.canonical_match, scored.execution_match) == (False, False, False)
+
+
+def test_a_sample_is_seeded_spread_over_databases_and_in_benchmark_order():
+    bench = load_benchmark(MINISPIDER)
+    _, first, _ = select_questions(bench, "train", max_examples=30)
+    _, sample, _ = select_questions(bench, "train", sample=30)
+    indices = [q.index for q in sample]
+    assert len(sample) == 30 and indices == sorted(indices)
+    assert len({q.db_id for q in sample}) > len({q.db_id for q in first})  # the first 30 are a few databases
+    assert [q.index for q in select_questions(bench, "train", sample=30)[1]] == indices
+    assert [q.index for q in select_questions(bench, "train", sample=30, seed=1)[1]] != indices
+    assert [q.index for q in select_questions(bench, "train", sample=30, max_examples=5)[1]] == indices[:5]
+    everything = select_questions(bench, "train")[1]
+    assert select_questions(bench, "train", sample=10_000)[1] == everything
+
+
+def test_eval_command_scores_a_sample(tmp_path):
+    path, questions = gold_file(tmp_path, MINISPIDER)
+    result = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--predictions", str(path), "--data",
+                             str(MINISPIDER), "--sample", "20", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    scored = [json.loads(line) for line in (tmp_path / "r" / "per_example.jsonl").read_text().splitlines()]
+    assert len(scored) == 20 and len({row["db_id"] for row in scored}) > 1
+    zero = subprocess.run([sys.executable, "-m", "mlx_sql", "eval", "--predictions", str(path), "--data",
+                           str(MINISPIDER), "--sample", "0"], capture_output=True, text=True, timeout=120)
+    assert zero.returncode != 0 and "--sample" in zero.stderr

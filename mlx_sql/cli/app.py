@@ -251,6 +251,9 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
                                                   "the ollama / llamacpp backends."),
              resume: bool = typer.Option(False, "--resume", help="Keep predictions.jsonl and answer only the rest."),
              max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Only the first N questions."),
+             sample: Optional[int] = typer.Option(None, "--sample", min=1, help="A seeded random N questions, spread "
+                                                  "over the split's databases (seed: the recipe's data.seed, 0 "
+                                                  "with --predictions)."),
              db: Optional[List[str]] = typer.Option(None, "--db", help="Only these databases (repeatable)."),
              predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions file "
                                                           "(one SQL a line, or JSONL with index and sql)."),
@@ -293,7 +296,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             target = out or Path("results") / run_name
             refuse_overwrite(target / "summary.json", overwrite, "--out DIR")
             report = evaluate_predictions(predictions, data, split, target, run_name, timeout, advance, total,
-                                          db or (), max_examples)
+                                          db or (), max_examples, sample)
         else:
             recipe_path = recipe or (adapter / "recipe.toml" if adapter else None)
             if recipe_path is None:
@@ -304,7 +307,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             if not resume:
                 refuse_overwrite(target / "summary.json", overwrite, "--resume to finish it, --out DIR")
             report = evaluate_model(cfg, target, run_name, adapter, backend or cfg.eval.backend, model, resume,
-                                    max_examples, db or (), advance, total)
+                                    max_examples, db or (), advance, total, sample=sample)
     console.print(markdown_table(report.summary), markup=False)
     note = retries_note(json.loads((report.out_dir / "summary.json").read_text()))
     if note:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,9 +27,11 @@ class EvalReport:
 
 
 def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (), max_examples: int | None = None,
-                     keep: Callable[[Question], bool] | None = None) -> tuple[list[Question], list[Question], int]:
+                     keep: Callable[[Question], bool] | None = None, sample: int | None = None,
+                     seed: int = 0) -> tuple[list[Question], list[Question], int]:
     """(all questions of the split, those to score, how many lack their database), filters applied;
-    `keep` picks questions one by one (e.g. those a training set holds).
+    `keep` picks questions one by one (e.g. those a training set holds). `sample` keeps a seeded random N in
+    benchmark order: the first N of a benchmark file are a few databases' questions, a sample is all of them.
 
     An unknown database in `db_filter` or nothing left to score is an error, never a 0% report.
     """
@@ -41,6 +44,9 @@ def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (), max_
     usable = [q for q in questions if bench.has_database(q.db_id, split) and (not db_filter or q.db_id in db_filter)
               and (keep is None or keep(q))]
     skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
+    if sample and sample < len(usable):
+        chosen = sorted(random.Random(f"{seed}:sample").sample(range(len(usable)), sample))
+        usable = [usable[i] for i in chosen]
     usable = usable[: max_examples or len(usable)]
     if not usable:
         raise MlxSqlError(f"no questions to evaluate in the {split} split (of {len(questions)}, {skipped} have no "
@@ -51,9 +57,9 @@ def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (), max_
 def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Path, name: str,
                          timeout: float = 10.0, advance: Callable[[Scored], None] | None = None,
                          on_total: Callable[[int], None] | None = None, db_filter: Sequence[str] = (),
-                         max_examples: int | None = None) -> EvalReport:
+                         max_examples: int | None = None, sample: int | None = None, seed: int = 0) -> EvalReport:
     bench = load_benchmark(data)
-    questions, usable, _ = select_questions(bench, split, db_filter, max_examples)
+    questions, usable, _ = select_questions(bench, split, db_filter, max_examples, sample=sample, seed=seed)
     preds = read_predictions(predictions, questions)
     wanted = {q.index for q in usable}
     kept = [(q, p) for q, p in zip(questions, preds) if q.index in wanted]
@@ -158,7 +164,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                    model_name: str | None = None, resume: bool = False, max_examples: int | None = None,
                    db_filter: Sequence[str] = (), advance: Callable[[Scored], None] | None = None,
                    on_total: Callable[[int], None] | None = None,
-                   keep: Callable[[Question], bool] | None = None) -> EvalReport:
+                   keep: Callable[[Question], bool] | None = None, sample: int | None = None) -> EvalReport:
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
     from mlx_sql.eval.extract import extract_sql
     from mlx_sql.eval.execution import Executor
@@ -173,7 +179,8 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     if until_correct and split != recipe.data.train_split:
         raise MlxSqlError(f"eval.retry_until = \"correct\" reads the gold results, so it only makes training data: "
                           f"set eval.split = \"{recipe.data.train_split}\" (it is '{split}')")
-    _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples, keep)
+    _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples, keep,
+                                          sample or recipe.eval.sample, recipe.data.seed)
     if on_total:
         on_total(len(usable))
     gen = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
@@ -214,6 +221,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                     advance(result)
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
                                                    "backend": backend, "model": model_name, "split": split,
+                                                   "sample": sample or recipe.eval.sample,
                                                    "retries": recipe.eval.retries,
                                                    "retry_until": recipe.eval.retry_until,
                                                    "retried": sum(1 for q in usable if done[q.index].get("failed")),
