@@ -94,7 +94,7 @@ def earlier_rows(text: str, key: str) -> tuple[list[str], dict[str, str]]:
     match = section_pattern(key).search(text)
     rows, budgets = [], {}
     for line in (match.group(1).splitlines() if match else []):
-        if re.match(r"\| (base|base \(q8_0 export\)|LoRA), ", line):
+        if re.match(r"\| (base|base \(q8_0 export\)|LoRA|LoRA in MLX), ", line):
             rows.append(line)
         elif re.match(r"LoRA, [^:]+: \d+ steps|Paired, [^:]+: \d+ questions flipped", line):
             budgets[line.split(":", 1)[0]] = line
@@ -309,17 +309,19 @@ def main() -> None:
             if not gguf.is_file():
                 fuse_adapter(adapter, adapter / "fused")
                 export_gguf(adapter / "fused", gguf, "q8_0")
+        # the same adapter scored in MLX (float32, adapter unfused) is its own row and folder, beside its q8_0 GGUF
+        kind, folder_kind = ("LoRA in MLX", "lora-mlx") if args.adapter_backend == "mlx" else ("LoRA", "lora")
         for retries in sorted({0, args.retries}):  # greedy, then (--retries) only its rejected queries redone
             label = name + (f"-retry{retries}" if retries else "")
-            folders[f"LoRA, {label}"] = Path(args.out) / args.model / f"{prefix}lora-{label}"
+            folders[f"{kind}, {label}"] = Path(args.out) / args.model / f"{prefix}{folder_kind}-{label}"
             if retries:
-                seed_with_running_answers(folders[f"LoRA, {name}"], folders[f"LoRA, {label}"])
+                seed_with_running_answers(folders[f"{kind}, {name}"], folders[f"{kind}, {label}"])
             decoding = load_recipe(adapter / "recipe.toml", [*scoring, f"eval.retries={retries}"])
             databases = databases or ([] if args.on_dev else held_out(decoding))
-            rows[f"LoRA, {label}"] = score_variant(decoding, folders[f"LoRA, {label}"],
-                                                   f"{args.model}-{prefix}lora-{label}", databases, limit,
-                                                   adapter if args.adapter_backend == "mlx" else None,
-                                                   args.adapter_backend, str(gguf) if gguf else None)
+            rows[f"{kind}, {label}"] = score_variant(decoding, folders[f"{kind}, {label}"],
+                                                     f"{args.model}-{prefix}{folder_kind}-{label}", databases, limit,
+                                                     adapter if args.adapter_backend == "mlx" else None,
+                                                     args.adapter_backend, str(gguf) if gguf else None)
 
     levels = ["easy", "medium", "hard", "extra", "all"]
     key = f"spider-{'dev-variants' if args.on_dev else 'validation'}-{args.model}"
@@ -330,7 +332,8 @@ def main() -> None:
               if args.on_dev else f"{first['all']['count']} questions of {len(databases)} Spider *train* databases "
               f"held out of training (`data.valid_by = \"database\"`, seed 0: {', '.join(databases)})")
     lines = [f"{title} on {scored}; base variants "
-             "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs; greedy, max "
+             "scored through llama.cpp on the model's own GGUF, adapters as fused q8_0 GGUFs in llama.cpp (`LoRA "
+             "in MLX`: the MLX model, float32, with the adapter unfused, as `mlx-sql eval --adapter` runs it); greedy, max "
              f"{args.max_tokens} tokens. EM is Spider's exact set match. A `-retryN` variant sets `eval.retries=N`: where "
              "SQLite rejects the greedy query, up to N samples (temperature `eval.retry_temperature`, 0.8; top-k 40) "
              "and the first that runs is the answer — execution-guided decoding, no training; `base (q8_0 export)` is "

@@ -24,11 +24,11 @@ def test_the_validation_table_keeps_rows_of_variants_not_run_again():
     from spider_validation import earlier_rows
 
     text = ("x\n<!-- spider-validation-m -->\n## T\n\n| variant | all EX |\n|---|---:|\n| base, ddl | 42.5 |\n"
-            "| LoRA, rows3 | 42.0 |\n\nLoRA, rows3: 60 steps, 195 examples of Spider train\nQuestions per level: 5\n"
+            "| LoRA, rows3 | 42.0 |\n| LoRA in MLX, rows3 | 42.5 |\n\nLoRA, rows3: 60 steps, 195 examples of Spider train\nQuestions per level: 5\n"
             "Paired, LoRA, rows3 against base, ddl: 3 questions flipped to correct, 1 to wrong (p = 0.625).\n"
             "<!-- /spider-validation-m -->\n| LoRA, elsewhere | 1 |\n")
     rows, budgets = earlier_rows(text, "spider-validation-m")
-    assert rows == ["| base, ddl | 42.5 |", "| LoRA, rows3 | 42.0 |"]
+    assert rows == ["| base, ddl | 42.5 |", "| LoRA, rows3 | 42.0 |", "| LoRA in MLX, rows3 | 42.5 |"]
     pair = "Paired, LoRA, rows3 against base, ddl"
     assert budgets == {"LoRA, rows3": "LoRA, rows3: 60 steps, 195 examples of Spider train",
                        pair: f"{pair}: 3 questions flipped to correct, 1 to wrong (p = 0.625)."}
