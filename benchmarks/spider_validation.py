@@ -115,9 +115,11 @@ def base_export(recipe, out: Path) -> Path:
 
 def data_folder(args, sets: str) -> Path:
     """Variants that change only training share one dataset; data.* overrides (schema text) get their own,
-    own answers by name only (their value is a path)."""
+    own answers by name only (their value is a path); TOML quotes are left out of the folder's name, which
+    goes into a quoted TOML string itself."""
     data_sets = sorted("data.own_answers=" + Path(s.split("=", 1)[1].strip('"')).name
-                       if s.startswith("data.own_answers=") else s for s in sets.split(";") if s.startswith("data."))
+                       if s.startswith("data.own_answers=") else s.replace('"', "")
+                       for s in sets.split(";") if s.startswith("data."))
     return Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
 
 

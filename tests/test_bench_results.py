@@ -95,3 +95,14 @@ def test_more_sampled_questions_reuse_the_answers_of_fewer(tmp_path):
     (out / "predictions.jsonl").write_text("")
     reuse_smaller(out, {("d", f"q{i}") for i in range(4)})  # started already: left as it is
     assert (out / "predictions.jsonl").read_text() == ""
+
+
+def test_a_variants_data_folder_name_has_no_toml_quotes(tmp_path):
+    """The folder goes into `data.out_dir="…"`: a quote in its name once made a folder named `"` in the repo."""
+    from argparse import Namespace
+
+    from spider_validation import data_folder
+
+    sets = 'data.own_answers="/runs/sampled-answers-640";data.own_answers_hardness="medium";train.lr=5e-5'
+    folder = data_folder(Namespace(out=str(tmp_path), model="m"), sets)
+    assert folder == tmp_path / "m" / "train-data-own_answers=sampled-answers-640-own_answers_hardness=medium"
