@@ -57,16 +57,16 @@ def select_questions(bench: Any, split: str, db_filter: Sequence[str] = (), max_
 def evaluate_predictions(predictions: Path, data: Path, split: str, out_dir: Path, name: str,
                          timeout: float = 10.0, advance: Callable[[Scored], None] | None = None,
                          on_total: Callable[[int], None] | None = None, db_filter: Sequence[str] = (),
-                         max_examples: int | None = None, sample: int | None = None, seed: int = 0) -> EvalReport:
+                         max_examples: int | None = None, sample: int | None = None) -> EvalReport:
+    """Score a predictions file; `sample` draws with seed 0, as a recipe's default data.seed does."""
     bench = load_benchmark(data)
-    questions, usable, _ = select_questions(bench, split, db_filter, max_examples, sample=sample, seed=seed)
+    questions, usable, skipped = select_questions(bench, split, db_filter, max_examples, sample=sample)
     preds = read_predictions(predictions, questions)
     wanted = {q.index for q in usable}
     kept = [(q, p) for q, p in zip(questions, preds) if q.index in wanted]
     if on_total:
         on_total(len(kept))
     scored = score([q for q, _ in kept], [p for _, p in kept], bench, split, timeout, advance)
-    skipped = len([q for q in questions if not bench.has_database(q.db_id, split)])
     summary = write_report(out_dir, name, scored, {"predictions": str(predictions), "data": str(data),
                                                    "split": split, "skipped_missing_database": skipped})
     return EvalReport(out_dir, summary, scored, skipped)
@@ -179,8 +179,9 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
     if until_correct and split != recipe.data.train_split:
         raise MlxSqlError(f"eval.retry_until = \"correct\" reads the gold results, so it only makes training data: "
                           f"set eval.split = \"{recipe.data.train_split}\" (it is '{split}')")
+    sample = sample or recipe.eval.sample
     _, usable, skipped = select_questions(bench, split, db_filter, max_examples or recipe.eval.max_examples, keep,
-                                          sample or recipe.eval.sample, recipe.data.seed)
+                                          sample, recipe.data.seed)
     if on_total:
         on_total(len(usable))
     gen = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
@@ -221,7 +222,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                     advance(result)
     summary = write_report(out_dir, name, scored, {"recipe": recipe.name, "adapter": str(adapter) if adapter else None,
                                                    "backend": backend, "model": model_name, "split": split,
-                                                   "sample": sample or recipe.eval.sample,
+                                                   "sample": sample,
                                                    "retries": recipe.eval.retries,
                                                    "retry_until": recipe.eval.retry_until,
                                                    "retried": sum(1 for q in usable if done[q.index].get("failed")),
