@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from mlx_sql.errors import MlxSqlError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -97,3 +99,47 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
             f.write("\n")
             count += 1
     return count
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work, an output whose folder cannot be written (read-only mount, no permission)."""
+    path = Path(path)
+    anchor = _nearest_existing(path if path.is_dir() else path.parent)
+    if not anchor.is_dir():
+        raise MlxSqlError(f"cannot write here: {anchor} is a file, not a folder", path)
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise MlxSqlError(f"cannot write here: {anchor} is read-only or not yours", path)
+    if path.exists() and not path.is_dir() and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise MlxSqlError(f"cannot replace it: {path.parent} is read-only or not yours", path)
+
+
+def output_file(path: str | Path, overwrite: bool) -> Path:
+    """An output file to write: not a folder, writable, and never an existing file unless --overwrite."""
+    path = Path(path)
+    if path.is_dir():
+        raise MlxSqlError("is a folder: give a file name for the output", path)
+    if path.exists() and not overwrite:
+        raise MlxSqlError("already exists; --overwrite to replace it, or choose another --out", path)
+    check_writable(path)
+    return path
+
+
+def output_folder(path: str | Path, overwrite: bool) -> Path:
+    """An output folder that will be replaced as a whole: never one that holds anything unless --overwrite
+    (a user's files in it would be lost)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MlxSqlError("exists and is not a folder", path)
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise MlxSqlError("already exists and is not empty; --overwrite to replace it (everything in it is "
+                          "deleted), or choose another --out", path)
+    check_writable(path)
+    check_writable(path.parent)  # the finished folder is renamed into place beside it
+    return path

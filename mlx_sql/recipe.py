@@ -137,7 +137,13 @@ class EvalConfig:
     retries: int = _opt(0, min=0, max=32, doc="when SQLite rejects the answer, sample up to this many more and keep the "
                         "first that runs (execution-guided decoding; 0: the greedy answer only, as Spider's "
                         "evaluation assumes)")
-    retry_temperature: float = _opt(0.8, min=0.05, max=2.0, doc="sampling temperature of those retries (top-k 40)")
+    retry_temperature: float = _opt(0.8, min=0.05, max=2.0, doc="sampling temperature of those retries and of "
+                                    "the voting samples (top-k 40)")
+    samples: int = _opt(1, min=1, max=64, doc="result voting: the greedy answer and samples-1 sampled ones are run, "
+                        "those that fail dropped, the rest grouped by result; the largest group's answer wins (ties: "
+                        "the earliest candidate's group). 1: no voting")
+    vote_prefer_nonempty: bool = _opt(True, doc="in voting, a group whose result is empty wins only where no "
+                                      "candidate returned rows")
     retry_until: str = _opt("runs", choices=("runs", "correct"),
                             doc="what ends the retries: a query SQLite runs, or (train split only: it reads the "
                             "gold result) one that returns the gold result, to collect the model's own correct "
@@ -296,7 +302,7 @@ def resolve_input_path(value: str, recipe_path: Path | None) -> Path:
     return beside if beside.exists() else path
 
 
-def _check_paths(recipe: Recipe, where: str) -> None:
+def _check_paths(recipe: Recipe, where: str, check_data: bool = True) -> None:
     for section in ("model", "data"):
         cfg = getattr(recipe, section)
         for f in dataclasses.fields(cfg):
@@ -304,6 +310,8 @@ def _check_paths(recipe: Recipe, where: str) -> None:
             if value is None or not f.metadata["is_input_path"]:
                 continue
             path = resolve_input_path(value, recipe.source)
+            if not path.exists() and section == "data" and not check_data:
+                continue  # a command that reads no data (ask, fuse, export) does not need it to exist
             if not path.exists():
                 raise MlxSqlError(f"{section}.{f.name}: path '{value}' does not exist", where)
             setattr(cfg, f.name, str(path))
@@ -362,7 +370,20 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
     return raw
 
 
-def recipe_from_dict(raw: dict[str, Any], source: Path | None = None, name: str | None = None) -> Recipe:
+PLAIN_NAME = re.compile(r"[^./\\\x00-\x1f-][^/\\\x00-\x1f]{0,127}")
+
+
+def plain_name(value: str, what: str, where: str | None = None) -> str:
+    """A run name becomes a folder name (data/NAME, adapters/NAME, results/NAME): no '/', '\\' or '..', no
+    leading '.' or '-', so it can never point outside those folders or hide."""
+    if not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise MlxSqlError(f"{what}: {value!r} is not a plain name (it names folders: no '/', '\\' or '..', "
+                          "no leading '.' or '-')", where)
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any], source: Path | None = None, name: str | None = None,
+                     check_data: bool = True) -> Recipe:
     where = str(source) if source else "<recipe>"
     top_keys = set(SECTIONS) | {"name"}
     for key in raw:
@@ -374,15 +395,16 @@ def recipe_from_dict(raw: dict[str, Any], source: Path | None = None, name: str 
     run_name = raw.get("name", name or (source.stem if source else "run"))
     if not isinstance(run_name, str) or not run_name:
         raise MlxSqlError(f"name: expected a non-empty string, got {_describe(run_name)}", where)
+    plain_name(run_name, "name", where)
     sections = {s: _build_section(s, cls, raw.get(s, {}), where) for s, cls in SECTIONS.items()}
     recipe = Recipe(name=run_name, source=source, **sections)
-    _check_paths(recipe, where)
+    _check_paths(recipe, where, check_data)
     _check_consistency(recipe, where)
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = (), check_data: bool = True) -> Recipe:
+    """Read, override and validate a recipe file; `check_data=False` for commands that read none of its data."""
     path = Path(path)
     if not path.is_file():
         raise MlxSqlError("recipe file not found", path)
@@ -392,7 +414,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise MlxSqlError(f"invalid TOML: {exc}", path) from None
     except UnicodeDecodeError:
         raise MlxSqlError("not a UTF-8 text file", path) from None
-    return recipe_from_dict(apply_overrides(raw, overrides), source=path)
+    return recipe_from_dict(apply_overrides(raw, overrides), source=path, check_data=check_data)
 
 
 def dump_recipe(recipe: Recipe, show_unset: bool = False) -> str:
@@ -420,3 +442,48 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+# What a resumed run may change: when to save and evaluate, and memory tricks. Anything else changes what the
+# step count, the learning-rate schedule or the data position mean.
+RESUMABLE_CHANGES = {("train", k) for k in ("save_every", "eval_every", "eval_batches", "grad_checkpoint",
+                                            "adapter_dir")} | {("data", "out_dir")}
+
+
+def resume_changes(saved: dict[str, Any], recipe: Recipe) -> list[str]:
+    """`section.key: before -> now` for every training or data setting that differs from the recipe a run was
+    started with (its saved recipe.toml, as a dict); input paths are compared as the files they name."""
+    changes = []
+    for section in ("model", "train", "data"):
+        cfg, before = getattr(recipe, section), saved.get(section, {})
+        for f in dataclasses.fields(cfg):
+            if (section, f.name) in RESUMABLE_CHANGES:
+                continue
+            old, new = before.get(f.name), getattr(cfg, f.name)
+            if f.metadata.get("is_input_path") and old is not None and new is not None:
+                same = Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+            else:
+                same = old == new or (isinstance(new, float) and isinstance(old, (int, float)) and float(old) == new)
+            if not same:
+                changes.append(f"{section}.{f.name}: {_toml_value(old) if old is not None else 'unset'} -> "
+                               f"{_toml_value(new) if new is not None else 'unset'}")
+    return changes
+
+
+def portable(recipe: Recipe) -> Recipe:
+    """The recipe with every input path absolute: saved beside an adapter, it means the same files from
+    any folder the adapter is used in later."""
+    out = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model), data=dataclasses.replace(recipe.data))
+    for section in (out.model, out.data):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is not None and f.metadata.get("is_input_path"):
+                setattr(section, f.name, str(Path(value).expanduser().resolve()))
+    path = out.model.path
+    if path and Path(path).exists():
+        out.model.path = str(Path(path).resolve())
+    if out.data.out_dir:
+        out.data.out_dir = str(Path(out.data.out_dir).resolve())
+    else:
+        out.data.out_dir = str(recipe.data_dir.resolve())
+    return out

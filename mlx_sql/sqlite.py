@@ -6,9 +6,11 @@ Benchmark databases are read-only inputs: every connection here is opened with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import atomic_path, cache_root
@@ -20,13 +22,25 @@ def _decode(raw: bytes) -> str:
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection; a file that is not a readable SQLite database is a one-line error here."""
     path = Path(path)
     if not path.is_file():
         raise MlxSqlError("database file not found", path)
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-    conn.text_factory = _decode
-    conn.execute("PRAGMA query_only = ON")
+    with reading(path):
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn.text_factory = _decode
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return conn
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn SQLite's errors while reading a user's database (damaged, truncated, not SQLite) into one line."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise MlxSqlError(f"cannot read the database: {exc}", path) from None
 
 
 def build_from_script(script: str | Path, db_path: str | Path) -> Path:

@@ -177,10 +177,16 @@ def test_train_command_line(recipe_for, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "trained 3 steps" in result.stdout and "training" in result.stdout
     assert (recipe.adapter_dir / "adapters.safetensors").is_file()
-    resumed = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe.source), "--set", "train.iters=5",
-                              "--resume"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "trained 5 steps" in resumed.stdout
+    before = {p.name: p.read_bytes() for p in recipe.adapter_dir.rglob("*") if p.is_file()}
+    longer = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe.source), "--set", "train.iters=5",
+                             "--resume"], capture_output=True, text=True, timeout=300)
+    assert longer.returncode == 2  # 5 steps would stretch the cosine schedule the first 3 followed
+    assert longer.stderr.startswith(f"error: {recipe.adapter_dir}: --resume continues the run as it was started, "
+                                    "and train.iters: 3 -> 5 would change") and longer.stderr.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in recipe.adapter_dir.rglob("*") if p.is_file()} == before
+    finished = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe.source), "--set", "train.iters=3",
+                               "--resume"], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 2 and "already finished its 3 steps" in finished.stderr
     missing = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe.source), "--resume",
                               "--set", f'train.adapter_dir="{tmp_path / "nothing"}"'],
                              capture_output=True, text=True, timeout=300)

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mlx_sql import __version__, blas
 from mlx_sql.cli.ui import console, progress_bar
@@ -78,10 +79,12 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
                overrides: Optional[List[str]] = SetOption) -> None:
     """Write train.jsonl / valid.jsonl with schemas injected, and report token lengths."""
     from mlx_sql.data.build import build_dataset
+    from mlx_sql.fileio import check_writable
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import load_recipe
 
     cfg = load_recipe(recipe, overrides or [])
+    check_writable(cfg.data_dir)
     try:
         tokenizer = load_tokenizer(cfg.model)
     except MlxSqlError as exc:
@@ -91,7 +94,7 @@ def data_build(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
         report = build_dataset(cfg, tokenizer, advance=lambda: progress.advance(task),
                                on_total=lambda n: progress.update(task, total=n), strict=strict)
     for line in report.failed_gold:
-        console.print(f"[yellow]left out, the gold query failed:[/] {line}", highlight=False, markup=False)
+        console.print(Text("left out, the gold query failed: ", style="yellow") + Text(line), highlight=False)
     console.print(f"wrote [bold]{report.train}[/] train and [bold]{report.valid}[/] valid examples to {report.out_dir}")
     if report.own_targets == report.train:
         console.print(f"all {report.train} training targets are the model's own correct SQL (data.own_answers_only)",
@@ -144,6 +147,11 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.train.plan import refuse_eval_only
 
     refuse_eval_only(cfg)  # before building data: that would load the model's tokenizer
+    from mlx_sql.fileio import check_writable
+
+    check_writable(cfg.adapter_dir)  # before loading anything: a read-only folder is found in a second
+    if not (cfg.data_dir / "train.jsonl").is_file():
+        check_writable(cfg.data_dir)
     if not resume:
         refuse_overwrite(cfg.adapter_dir / "adapter_config.json", overwrite,
                          "--resume to continue it, --set train.adapter_dir=DIR")
@@ -159,7 +167,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     if mx.distributed.init().rank() != 0:  # launched by mlx.launch: rank 0 alone reports and writes
         run_training(cfg, resume=resume)
         return
-    with progress_bar("training") as (progress, task):
+    world = mx.distributed.init().size()
+    if world > 1:
+        console.print(f"data-parallel: {world} processes, each a share of every batch (mlx.distributed)")
+    with progress_bar("training" if world == 1 else f"training on {world} processes") as (progress, task):
         def report(r) -> None:
             val = f" val {r.val_loss:.3f}" if r.val_loss is not None else ""
             progress.update(task, total=r.total_steps, completed=r.step,
@@ -171,7 +182,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
             console.print(f"[yellow]interrupted: checkpoint saved; continue with --resume[/] ({cfg.adapter_dir})")
             raise typer.Exit(130)
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
-    console.print(f"trained {result.steps} steps ({result.trainable_parameters:,} trainable parameters): "
+    ranks = f" on {result.world_size} processes" if result.world_size > 1 else ""
+    console.print(f"trained {result.steps} steps{ranks} ({result.trainable_parameters:,} trainable parameters): "
                   f"train loss {result.final_train_loss:.4f}{val}; {result.truncated} examples had their schema cut")
     console.print(f"adapter, metrics.jsonl and loss.png in {result.out_dir}")
 
@@ -179,9 +191,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
          overrides: Optional[List[str]] = SetOption,
-         machines: Optional[int] = typer.Option(None, "--machines", help="Also plan a data-parallel run on N "
+         machines: Optional[int] = typer.Option(None, "--machines", min=1, max=1024, help="Also plan a data-parallel run on N "
                                                 "machines (mlx.launch -n N): per-rank memory, batch, all-reduce."),
-         machine_gb: Optional[List[float]] = typer.Option(None, "--machine-gb", help="Memory of each of those "
+         machine_gb: Optional[List[float]] = typer.Option(None, "--machine-gb", min=0.5, max=100000, help="Memory of each of those "
                                                           "machines in GB (repeatable; default: 8 and 16 GB Macs).")
          ) -> None:
     """Predict the run's peak memory before loading anything, with a verdict and what would make it fit."""
@@ -250,7 +262,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              model: Optional[str] = typer.Option(None, "--model", help="Ollama model name or GGUF file for "
                                                   "the ollama / llamacpp backends."),
              resume: bool = typer.Option(False, "--resume", help="Keep predictions.jsonl and answer only the rest."),
-             max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Only the first N questions."),
+             max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Only the first N questions."),
              sample: Optional[int] = typer.Option(None, "--sample", min=1, help="A seeded random N questions, spread "
                                                   "over the split's databases (seed: the recipe's data.seed, 0 "
                                                   "with --predictions)."),
@@ -261,14 +273,16 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              split: str = typer.Option("dev", "--split", help="Which split --predictions answers."),
              out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default results/<name>)."),
              name: Optional[str] = typer.Option(None, "--name", help="Run name in reports."),
-             timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query (--predictions)."),
+             timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per query (--predictions)."),
              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
              compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Two report folders: baseline "
                                                           "then candidate (give --compare twice)."),
              overrides: Optional[List[str]] = SetOption) -> None:
     """Generate and score SQL (EM and EX by hardness), score a predictions file, or compare two runs."""
     from mlx_sql.eval.pipeline import evaluate_model, evaluate_predictions
-    from mlx_sql.eval.report import compare_runs, markdown_table, retries_note
+    from mlx_sql.eval.report import compare_runs, markdown_table, retries_note, votes_note
+    from mlx_sql.fileio import check_writable
+    from mlx_sql.recipe import plain_name
     from mlx_sql.recipe import load_recipe
 
     if compare:
@@ -292,9 +306,10 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
         if predictions is not None:
             if data is None:
                 raise MlxSqlError("eval --predictions needs --data DIR (the benchmark folder)")
-            run_name = name or predictions.stem
+            run_name = plain_name(name or predictions.stem, "--name")
             target = out or Path("results") / run_name
             refuse_overwrite(target / "summary.json", overwrite, "--out DIR")
+            check_writable(target)
             report = evaluate_predictions(predictions, data, split, target, run_name, timeout, advance, total,
                                           db or (), max_examples, sample)
         else:
@@ -302,14 +317,16 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
             if recipe_path is None:
                 raise MlxSqlError("eval: give --adapter DIR, --recipe FILE, --predictions FILE or --compare A --compare B")
             cfg = load_recipe(recipe_path, overrides or [])
-            run_name = name or (adapter.name if adapter else f"{cfg.name}-base")
+            run_name = plain_name(name or (adapter.name if adapter else f"{cfg.name}-base"), "--name")
             target = out or Path("results") / run_name
             if not resume:
                 refuse_overwrite(target / "summary.json", overwrite, "--resume to finish it, --out DIR")
+            check_writable(target)
             report = evaluate_model(cfg, target, run_name, adapter, backend or cfg.eval.backend, model, resume,
                                     max_examples, db or (), advance, total, sample=sample)
     console.print(markdown_table(report.summary), markup=False)
-    note = retries_note(json.loads((report.out_dir / "summary.json").read_text()))
+    meta = json.loads((report.out_dir / "summary.json").read_text())
+    note = retries_note(meta) + votes_note(meta)
     if note:
         console.print(note.strip(), markup=False)
     unparsed = sum(not s.parsed for s in report.scored)
@@ -323,11 +340,14 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
 @app.command()
 def fuse(adapter: Path = typer.Option(..., "--adapter", help="Trained adapter folder (adapters/<run>)."),
          out: Optional[Path] = typer.Option(None, "--out", help="Output model folder (default <adapter>/fused)."),
-         dequantize: bool = typer.Option(False, "--dequantize", help="Leave a quantized (QLoRA) base dequantized.")
-         ) -> None:
+         dequantize: bool = typer.Option(False, "--dequantize", help="Leave a quantized (QLoRA) base dequantized."),
+         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (everything "
+                                        "in it is deleted).")) -> None:
     """Merge a LoRA/DoRA adapter into its base model: a standalone mlx-lm model folder."""
     from mlx_sql.export.fuse import fuse_adapter
+    from mlx_sql.fileio import output_folder
 
+    out = output_folder(out or adapter / "fused", overwrite)
     with console.status(f"fusing {adapter}"):
         result = fuse_adapter(adapter, out, dequantize)
     kind = "quantized" if result.quantized else "full-precision"
@@ -342,18 +362,20 @@ def export_gguf_cmd(model: Path = typer.Option(..., "--model", help="MLX model f
                                                        "or <adapter>/adapter.gguf)."),
                     lora_only: bool = typer.Option(False, "--lora-only", help="Write the LoRA adapter alone as a "
                                                    "llama.cpp adapter GGUF (Ollama: ADAPTER on a base GGUF)."),
-                    verify: bool = typer.Option(True, help="Load it in llama.cpp and compare with MLX.")) -> None:
+                    verify: bool = typer.Option(True, help="Load it in llama.cpp and compare with MLX."),
+                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing GGUF file.")) -> None:
     """Write a GGUF (weights, tokenizer, chat template) and check it against MLX in llama.cpp."""
     from mlx_sql.export.gguf_writer import export_gguf
+    from mlx_sql.fileio import output_file
 
     if lora_only:
         from mlx_sql.export.lora_gguf import export_lora_gguf
 
-        result = export_lora_gguf(model, out or model / "adapter.gguf")
+        result = export_lora_gguf(model, output_file(out or model / "adapter.gguf", overwrite))
         console.print(f"wrote a {result.architecture} LoRA adapter GGUF ({result.n_tensors} tensors) to {result.path}; "
                       f"apply it to a GGUF of the base model (llama.cpp --lora, or ADAPTER in an Ollama Modelfile)")
         return
-    target = out or model / f"model-{dtype}.gguf"
+    target = output_file(out or model / f"model-{dtype}.gguf", overwrite)
     with console.status(f"writing {target}"):
         result = export_gguf(model, target, dtype)
     console.print(f"wrote {result.architecture} {result.dtype} GGUF ({result.n_tensors} tensors) to {result.path}")
@@ -376,7 +398,7 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
                       name: Optional[str] = typer.Option(None, "--name", help="Ollama model name."),
                       tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model folder with the "
                                                                "tokenizer (default: the GGUF's folder)."),
-                      num_ctx: Optional[int] = typer.Option(None, "--num-ctx", help="Context window for Ollama "
+                      num_ctx: Optional[int] = typer.Option(None, "--num-ctx", min=256, max=1048576, help="Context window for Ollama "
                                                             "(default: the adapter recipe's [ollama] context_window)."),
                       create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH.")) -> None:
     """Write a Modelfile next to the GGUF (template, stop tokens, temperature 0) and create the Ollama model."""
@@ -432,7 +454,7 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
         model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
         sql_only: bool = typer.Option(False, "--sql-only", help="Print the SQL; do not run it."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per answer (for scripts)."),
-        rows: int = typer.Option(20, "--rows", help="Rows to show (the count is always shown)."),
+        rows: int = typer.Option(20, "--rows", min=0, help="Rows to show (the count is always shown)."),
         overrides: Optional[List[str]] = SetOption) -> None:
     """Ask your own database a question: SQL from the model, checked, run read-only, rows shown."""
     import json as json_module
@@ -460,6 +482,10 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
                 console.print(f"{len(result.rows)} rows{more}")
         if not result.ok and not as_json:
             print(f"error: {db}: {result.error}", file=sys.stderr)
+            if not result.sql.strip():
+                wrote = " ".join(result.raw.split())
+                print(f"the model wrote: {wrote[:400] + ('…' if len(wrote) > 400 else '') or '(nothing)'}",
+                      file=sys.stderr)
         return result.ok
 
     with asker:
@@ -485,13 +511,18 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),
                     ollama: Optional[str] = typer.Option(None, "--ollama", help="Import an Ollama model NAME:TAG instead."),
-                    dtype: str = typer.Option("float32", help="float32, float16 or bfloat16.")) -> None:
+                    dtype: str = typer.Option("float32", help="float32, float16 or bfloat16."),
+                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder "
+                                                   "(everything in it is deleted).")) -> None:
     """Turn a GGUF file (or an Ollama model) into an MLX model folder that mlx_lm.load opens."""
     from mlx_sql.models.gguf_import import import_gguf
     from mlx_sql.models.sources import find_ollama_blob
 
     if (gguf is None) == (ollama is None):
         raise MlxSqlError("import-gguf: give a GGUF file or --ollama NAME:TAG (one of them)")
+    from mlx_sql.fileio import output_folder
+
+    output_folder(out, overwrite)
     source = find_ollama_blob(ollama) if ollama else gguf
     with console.status(f"importing {source}"):
         result = import_gguf(source, out, dtype)
@@ -515,3 +546,14 @@ def main() -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # a folder that cannot be written, a full disk: the file and the reason, one line
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted (what was finished is kept; eval and train continue with --resume)", file=sys.stderr)
+        sys.exit(130)

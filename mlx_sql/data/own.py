@@ -104,7 +104,11 @@ def read_pairs(path: str | Path, databases: dict[str, Path]) -> list[Pair]:
         if "question" not in header or "sql" not in header:
             raise MlxSqlError(f"line 1: a CSV header with question,sql[,db_id] is needed (found: "
                               f"{','.join(header) or 'nothing'})", path)
-        for n, row in enumerate(reader, start=2):
+        for row in reader:
+            n = reader.line_num
+            if None in row:  # DictReader files fields past the header under None
+                raise MlxSqlError(f"line {n}: {len(header) + len(row[None])} fields, the header has {len(header)}: "
+                                  "quote a value that holds a comma (\"SELECT a, b FROM t\")", path)
             clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             pairs.append(_row_to_pair(clean, n, path, default_db))
     else:

@@ -22,8 +22,9 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.execution import Executor
 from mlx_sql.eval.extract import extract_sql
 from mlx_sql.eval.retry import retry_until_it_runs
+from mlx_sql.eval.vote import vote_on_record
 from mlx_sql.recipe import Recipe
-from mlx_sql.sqlite import open_readonly
+from mlx_sql.sqlite import open_readonly, reading
 from mlx_sql.sqltools import parse_sqlite
 
 ROW_CAP = 10_000
@@ -37,6 +38,7 @@ class Answer:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     error: str | None = None  # why there are no rows: unparseable SQL or SQLite's error
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # with result voting: each tried, its group
 
     @property
     def ok(self) -> bool:
@@ -44,7 +46,8 @@ class Answer:
 
     def to_json(self) -> dict[str, Any]:
         return {"question": self.question, "sql": self.sql, "columns": self.columns, "rows": self.rows,
-                "row_count": len(self.rows), "error": self.error}
+                "row_count": len(self.rows), "error": self.error,
+                **({"candidates": self.candidates} if self.candidates else {})}
 
 
 class Asker:
@@ -59,7 +62,8 @@ class Asker:
             raise MlxSqlError("ask needs one database file, not a folder", db)
         conn = open_readonly(self.db_path)
         try:
-            self.schema = schema_from_tables_json(tables_entry(self.db_id, conn), self.db_path)
+            with reading(self.db_path):
+                self.schema = schema_from_tables_json(tables_entry(self.db_id, conn), self.db_path)
         finally:
             conn.close()
         if not self.schema.tables:
@@ -72,7 +76,8 @@ class Asker:
         self.executor = Executor(workers=1, timeout=timeout, max_rows=ROW_CAP)
 
     def prompt(self, question: str) -> dict[str, Any]:
-        text = self.schemas.text(self.schema, question)
+        with reading(self.db_path):  # sample rows are read from the database
+            text = self.schemas.text(self.schema, question)
         return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction)
 
     def ask(self, question: str, execute: bool = True) -> Answer:
@@ -83,19 +88,24 @@ class Asker:
         raw = self.backend.generate(record)
         sql = extract_sql(raw)
         run = lambda query: self.executor.run(self.db_path, query)  # noqa: E731
-        result = None
-        if execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
+        result, candidates = None, []
+        if execute and self.recipe.eval.samples > 1:  # several answers, voted by what they return
+            e = self.recipe.eval
+            voted = vote_on_record(self.backend, record, sql, run, e.samples, e.retry_temperature, e.retries,
+                                   e.vote_prefer_nonempty)
+            sql, result, candidates = voted.sql, voted.result, voted.to_json()
+        elif execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
             retried = retry_until_it_runs(self.backend.generate, record, sql, run, self.recipe.eval.retries,
                                           self.recipe.eval.retry_temperature)
             sql, result = retried.sql, retried.result
         if not sql or parse_sqlite(sql) is None:
-            return Answer(question, sql, raw, error="the model's answer is not a SQLite query")
+            return Answer(question, sql, raw, error="the model's answer is not a SQLite query", candidates=candidates)
         if not execute:
             return Answer(question, sql, raw)
         result = result or run(sql)
         if not result.ok:
-            return Answer(question, sql, raw, error=f"SQLite: {result.error}")
-        return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows])
+            return Answer(question, sql, raw, error=f"SQLite: {result.error}", candidates=candidates)
+        return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows], candidates=candidates)
 
     def close(self) -> None:
         self.executor.close(kill=True)
@@ -121,5 +131,5 @@ def ask_recipe(adapter: Path | None, recipe_file: Path | None, gguf: Path | None
         return Recipe("ask", ModelConfig(gguf=str(gguf)), DataConfig()), "llamacpp"
     if adapter is not None and not (adapter / "recipe.toml").is_file():
         raise MlxSqlError("not a trained adapter folder (no recipe.toml)", adapter)
-    recipe = load_recipe(recipe_file or adapter / "recipe.toml", overrides)
+    recipe = load_recipe(recipe_file or adapter / "recipe.toml", overrides, check_data=False)
     return recipe, recipe.eval.backend

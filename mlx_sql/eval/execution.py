@@ -10,6 +10,7 @@ the pool is rebuilt and the query is scored as an error.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sqlite3
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -73,6 +74,12 @@ def execute_here(db_path: str, sql: str, timeout: float, max_rows: int = MAX_ROW
         conn.close()
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them: one line for the user, not a traceback
+    from every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Executor:
     """A pool of worker processes executing queries with a deadline."""
 
@@ -83,7 +90,8 @@ class Executor:
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: forking a process whose MLX/OpenBLAS threads are busy can deadlock it
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_ignore_interrupts)
         return self._pool
 
     def run(self, db_path: str | Path, sql: str) -> ExecResult:

@@ -20,7 +20,7 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.extract import statement_finished
 from mlx_sql.models.verify import TOP_K, pick_token
 from mlx_sql.train.encode import Encoder
-from mlx_sql.train.prefix_cache import CollectCache, DecodeCache
+from mlx_sql.train.prefix_cache import BranchCache, CollectCache, DecodeCache
 
 
 STOP_CHECK_EVERY = 8  # decoding the text costs more than a token: look for the statement's end now and then
@@ -94,6 +94,35 @@ class MLXBackend:
                 break
             logits = self.model(mx.array([[token]]), cache=cache)[:, -1, :]
         return self.tokenizer.decode(out)
+
+    def generate_many(self, record: dict[str, Any], seeds: Sequence[int], temperature: float) -> list[str]:
+        """One sampled answer per seed, decoded as rows of one batch over a single computation of the prompt
+        (the database's prefix from its cache, the question once). A row that has finished idles on its last
+        token until all have; its text is cut where it ended."""
+        prefix, question = prompt_ids(self.encoder, record)
+        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
+        first = self.model(mx.array([question]), cache=cache)[:, -1, :]
+        branch = [BranchCache(c.keys, c.values) for c in cache]
+        rngs = [np.random.default_rng(seed) for seed in seeds]
+        rows: list[list[int]] = [[] for _ in seeds]
+        done = [False] * len(seeds)
+        logits = mx.broadcast_to(first, (len(seeds), first.shape[-1])).astype(mx.float32)
+        for _ in range(self.max_tokens):
+            table = np.asarray(logits)
+            feed = []
+            for i, rng in enumerate(rngs):
+                if not done[i]:
+                    token = pick_token(table[i], temperature, rng)
+                    if token in self.eos:
+                        done[i] = True
+                    else:
+                        rows[i].append(token)
+                        done[i] = len(rows[i]) >= self.max_tokens or statement_done(self.tokenizer, rows[i])
+                feed.append(rows[i][-1] if rows[i] else question[-1])
+            if all(done):
+                break
+            logits = self.model(mx.array(feed)[:, None], cache=branch)[:, -1, :].astype(mx.float32)
+        return [self.tokenizer.decode(row) for row in rows]
 
     def generate_batch(self, records: Sequence[dict[str, Any]], batch_size: int = 8) -> list[str]:
         """Batched greedy decoding; each run of records sharing a prefix reuses one prefix KV cache.
@@ -262,36 +291,45 @@ class LlamaCppBackend:
     """A GGUF file through llama-cpp-python.
 
     Given the model's tokenizer it feeds llama.cpp the very token ids MLX sees (chat template or plain
-    layout, as in training), and llama.cpp keeps the KV cache of the prompt prefix it shares with the
-    previous question, so a database's schema is computed once here too. Without one it falls back to
-    the chat template stored in the file.
+    layout, as in training) and decodes itself (`SharedPromptSampler`): greedy answers and sampled ones
+    (retries, voting) share one KV cache, in which the prompt prefix shared with the previous call is kept —
+    a database's schema is computed once, and a question's prompt once for its greedy answer and all its
+    samples. Without a tokenizer it falls back to the chat template stored in the file.
     """
 
     def __init__(self, gguf: str, max_tokens: int = 256, context_window: int = 4096, tokenizer: Any = None):
         from mlx_sql.models.verify import llama_cpp_model
 
         self.llm = llama_cpp_model(gguf, n_ctx=context_window)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.context_window = max_tokens, context_window
         self.tokenizer = tokenizer
+        self._sampler: Any = None  # the decoding context, made on first use, remade when more rows are asked
         if tokenizer is not None:
             self.encoder = Encoder(tokenizer)
             self.eos = eos_ids(tokenizer) | {self.llm.token_eos()}
 
     def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        top_k = TOP_K if temperature > 0 else 1
         if self.tokenizer is None:
+            top_k = TOP_K if temperature > 0 else 1
             result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
                                                      temperature=temperature, top_k=top_k, seed=seed,
                                                      max_tokens=self.max_tokens)
             return result["choices"][0]["message"]["content"] or ""
+        return self.generate_many(record, [seed], temperature)[0]
+
+    def generate_many(self, record: dict[str, Any], seeds: Sequence[int], temperature: float) -> list[str]:
+        """One answer per seed (the argmax at temperature 0), decoded together as rows of one batch over one
+        computation of the prompt (result voting)."""
+        if self.tokenizer is None:
+            return [self.generate(record, temperature, seed) for seed in seeds]
+        from mlx_sql.models.llama_cpp_batch import SharedPromptSampler
+
         prefix, question = prompt_ids(self.encoder, record)
-        out: list[int] = []
-        self.llm.set_seed(seed)
-        for token in self.llm.generate(list(prefix) + question, temp=temperature, top_k=top_k, top_p=1.0,
-                                       reset=True):
-            if token in self.eos:
-                break
-            out.append(token)
-            if len(out) >= self.max_tokens or statement_done(self.tokenizer, out):
-                break
-        return self.tokenizer.decode(out)
+        if self._sampler is None or self._sampler.max_rows < len(seeds):
+            if self._sampler is not None:
+                self._sampler.close()
+            rows = max(len(seeds), 8)
+            self._sampler = SharedPromptSampler(self.llm, rows, self.context_window + rows * self.max_tokens)
+        rows = self._sampler.sample([*prefix, *question], seeds, temperature, self.max_tokens,
+                                    lambda tokens: statement_done(self.tokenizer, tokens), self.eos)
+        return [self.tokenizer.decode(tokens) for tokens in rows]

@@ -143,21 +143,59 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
                 raise MlxSqlError("a T5 GGUF is scored with its recipe's tokenizer, and it could not be loaded", gguf)
             return LlamaCppSeq2SeqBackend(str(gguf), tokenizer, e.max_tokens, o.context_window)
         return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window, tokenizer)
-    from mlx_lm.tuner.utils import load_adapters
-
     from mlx_sql.models.loading import load_model
 
     model, tokenizer, _ = load_model(recipe.model)
     if adapter is not None:
-        if not (adapter / "adapter_config.json").is_file():
-            raise MlxSqlError("not an adapter folder (no adapter_config.json)", adapter)
-        load_adapters(model, str(adapter))
+        from mlx_sql.train.adapters import load_trained_adapter
+
+        load_trained_adapter(model, adapter)
     model.eval()
     if getattr(model, "is_encoder_decoder", False):
         from mlx_sql.eval.generate import Seq2SeqMLXBackend
 
         return Seq2SeqMLXBackend(model, tokenizer, e.max_tokens)
     return MLXBackend(model, tokenizer, e.max_tokens)
+
+
+def vote_answer(gen: Backend, record: dict, greedy_sql: str, q: Question, bench: Any, split: str, executor: Any,
+                gold_cache: dict, recipe: Recipe, until_correct: bool) -> dict:
+    """A question's answer by result voting (or, with retry_until = "correct", the first of the same candidates
+    that returns the gold result), with every candidate recorded: its result's group and whether it was right,
+    so pass@k and vote@k for every k up to eval.samples come from this one run."""
+    from mlx_sql.eval.normalize import remove_distinct
+    from mlx_sql.eval.scoring import gold_match
+    from mlx_sql.eval.vote import vote_on_record
+
+    e = recipe.eval
+    db_path = bench.db_path(q.db_id, split)
+    right = gold_match(q, bench, split, executor, gold_cache)
+    run = lambda sql: executor.run(db_path, sql)  # noqa: E731
+    voted = vote_on_record(gen, record, greedy_sql, run, e.samples, e.retry_temperature,
+                           0 if until_correct else e.retries, e.vote_prefer_nonempty)
+    candidates = voted.to_json()
+    for c, cand in zip(candidates, voted.candidates):  # correct as scored: DISTINCT removed, as from the gold
+        scored_sql = remove_distinct(cand.sql)
+        c["correct"] = bool(cand.sql.strip()) and right(cand.result if scored_sql == cand.sql else run(scored_sql))
+    sql = voted.sql
+    if until_correct:
+        sql = next((c["sql"] for c in candidates if c["correct"]), greedy_sql)
+    return {"sql": sql, "candidates": candidates, "winner": voted.winner, "overturned": voted.overturned}
+
+
+def vote_summary(recipe: Recipe, answers: Sequence[dict], scored: Sequence[Scored]) -> dict:
+    """What voting did to the greedy answers: how often it chose another result, and whether that was right."""
+    if recipe.eval.samples <= 1:
+        return {}
+    right = {s.index: s.execution_match for s in scored}
+    turned = [a for a in answers if a.get("overturned")]
+    greedy_ran = [a for a in turned if a["candidates"][0]["group"] is not None]
+    return {"samples": recipe.eval.samples, "vote_prefer_nonempty": recipe.eval.vote_prefer_nonempty,
+            "overturned": len(turned),
+            "overturned_greedy_that_ran": len(greedy_ran),
+            "overturned_right": sum(1 for a in turned if right.get(a["index"])),
+            "overturned_fixed": sum(1 for a in turned if right.get(a["index"]) and not a["candidates"][0]["correct"]),
+            "overturned_broke": sum(1 for a in turned if not right.get(a["index"]) and a["candidates"][0]["correct"])}
 
 
 def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | None = None, backend: str = "mlx",
@@ -205,7 +243,10 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                     else [gen.generate(r) for _, r in todo]
                 for (q, record), raw in zip(todo, raws):
                     done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
-                    if recipe.eval.retries:
+                    if recipe.eval.samples > 1:
+                        done[q.index].update(vote_answer(gen, record, done[q.index]["sql"], q, bench, split,
+                                                         executor, gold_cache, recipe, until_correct))
+                    elif recipe.eval.retries:
                         db_path = bench.db_path(q.db_id, split)
                         accept = gold_match(q, bench, split, executor, gold_cache) if until_correct else runs
                         as_scored = remove_distinct if until_correct else str  # gold_match compares as scoring does
@@ -226,5 +267,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                                                    "retries": recipe.eval.retries,
                                                    "retry_until": recipe.eval.retry_until,
                                                    "retried": sum(1 for q in usable if done[q.index].get("failed")),
+                                                   **vote_summary(recipe, [done[q.index] for q in usable],
+                                                                  scored),
                                                    "skipped_missing_database": skipped})
     return EvalReport(out_dir, summary, scored, skipped)

@@ -39,6 +39,15 @@ def retries_note(meta: dict) -> str:
             f"query ({meta.get('retried', 0)} questions), the first of up to {meta['retries']} samples that ran.\n")
 
 
+def votes_note(meta: dict) -> str:
+    if (meta.get("samples") or 1) <= 1:
+        return ""
+    return (f"\nResult voting (`eval.samples = {meta['samples']}`): the greedy answer and {meta['samples'] - 1} samples, "
+            f"grouped by result; the vote chose another result than the greedy answer for {meta['overturned']} "
+            f"questions ({meta['overturned_greedy_that_ran']} where the greedy query ran), {meta['overturned_right']} "
+            f"of them right ({meta['overturned_fixed']} fixed, {meta['overturned_broke']} broken).\n")
+
+
 def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict | None = None) -> dict:
     summary = summarize(scored)
     unparsed = [s.index for s in scored if not s.parsed]
@@ -47,7 +56,8 @@ def write_report(out_dir: Path, name: str, scored: Sequence[Scored], meta: dict 
     write_text(out_dir / "summary.md", f"# {name}\n\n" + markdown_table(summary) +
                f"\nEM: Spider's exact set match. EX: execution accuracy (test-suite rules). Strict canonical match: "
                "both queries identical after sqlglot canonicalisation (mlx-sql's own, stricter).\n"
-               f"\n{len(unparsed)} predictions did not parse (scored wrong).\n" + retries_note(meta or {}))
+               f"\n{len(unparsed)} predictions did not parse (scored wrong).\n" + retries_note(meta or {}) +
+               votes_note(meta or {}))
     write_jsonl(out_dir / "per_example.jsonl", scored_to_json(scored))
     accuracy_bars(out_dir / "accuracy.png", {name: summary}, title=f"{name}: execution accuracy by hardness")
     return summary

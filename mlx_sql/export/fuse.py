@@ -26,18 +26,17 @@ class FuseResult:
 
 def fuse_adapter(adapter_dir: Path, out_dir: Path | None = None, dequantize: bool = False) -> FuseResult:
     import mlx.core as mx
-    from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import dequantize_model, load_config
 
     from mlx_sql.models.loading import QUANT_GROUP_SIZE, load_model
-    from mlx_sql.train.adapters import trained_adapter_config
+    from mlx_sql.train.adapters import load_trained_adapter, trained_adapter_config
 
     adapter_dir = Path(adapter_dir)
     trained_adapter_config(adapter_dir)
-    recipe = load_recipe(adapter_dir / "recipe.toml")
+    recipe = load_recipe(adapter_dir / "recipe.toml", check_data=False)
     out_dir = Path(out_dir or adapter_dir / "fused")
     model, tokenizer, base = load_model(recipe.model)
-    load_adapters(model, str(adapter_dir))
+    load_trained_adapter(model, adapter_dir)
     fused = [(name, module.fuse(dequantize=dequantize)) for name, module in model.named_modules()
              if hasattr(module, "fuse")]
     if fused:

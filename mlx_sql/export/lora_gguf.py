@@ -31,7 +31,7 @@ def export_lora_gguf(adapter_dir: str | Path, out: str | Path) -> ExportResult:
     if adapter.get("fine_tune_type") != "lora":
         raise MlxSqlError(f"only LoRA adapters have a llama.cpp adapter format ({adapter.get('fine_tune_type')} "
                           "adapters: fuse them and export the whole model)", adapter_dir)
-    base_dir = Path(resolve_model_path(load_recipe(adapter_dir / "recipe.toml").model))
+    base_dir = Path(resolve_model_path(load_recipe(adapter_dir / "recipe.toml", check_data=False).model))
     config = json.loads((base_dir / "config.json").read_text())
     arch = ARCH_OF.get(config.get("model_type"))
     if arch is None:

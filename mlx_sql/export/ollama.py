@@ -124,7 +124,7 @@ def modelfile_settings(gguf: Path) -> ModelfileSettings:
     fused = gguf.parent.name == "fused"
     recipe_file = gguf.parent.parent / "recipe.toml" if fused else gguf.parent / "recipe.toml"
     if recipe_file.is_file():
-        recipe = load_recipe(recipe_file)
+        recipe = load_recipe(recipe_file, check_data=False)
         return ModelfileSettings(recipe.export.ollama_name or recipe.name, recipe.ollama.context_window,
                                  recipe.data.instruction)
     name = gguf.parent.parent.name if fused else gguf.stem

@@ -15,6 +15,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
+from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import atomic_path, write_json
 from mlx_sql.recipe import TrainConfig
 
@@ -75,8 +76,24 @@ def load_adapter_config(folder: Path) -> dict[str, Any]:
 
 def trained_adapter_config(folder: Path) -> dict[str, Any]:
     """The adapter_config of a folder `mlx-sql train` wrote; fuse and export need its recipe.toml too."""
-    from mlx_sql.errors import MlxSqlError
-
     if not (folder / "adapter_config.json").is_file() or not (folder / "recipe.toml").is_file():
         raise MlxSqlError("not a trained adapter folder (needs adapter_config.json and recipe.toml)", folder)
     return load_adapter_config(folder)
+
+
+def load_trained_adapter(model: nn.Module, folder: Path) -> None:
+    """Put a trained adapter on `model` (mlx-lm's loader); a damaged or foreign weights file is one line."""
+    from mlx_lm.tuner.utils import load_adapters
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise MlxSqlError("not an adapter folder (no adapter_config.json)", folder)
+    weights = folder / "adapters.safetensors"
+    if not weights.is_file():
+        raise MlxSqlError("adapters.safetensors is missing: the run saved no adapter yet", folder)
+    try:
+        load_adapters(model, str(folder))
+    except (ValueError, RuntimeError, KeyError, OSError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MlxSqlError(f"the adapter cannot be loaded (damaged or not this model's): {first[:200]}",
+                          weights) from None

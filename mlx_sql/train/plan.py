@@ -269,7 +269,15 @@ def machine_memory() -> float:
     from mlx_sql.doctor import memory_bytes
 
     override = os.environ.get("MLX_SQL_MEMORY_GB")
-    return float(override) * GB if override else float(memory_bytes()[0])
+    if not override:
+        return float(memory_bytes()[0])
+    try:
+        gb = float(override)
+    except ValueError:
+        gb = float("nan")
+    if not 0.5 <= gb <= 100_000:
+        raise MlxSqlError(f"MLX_SQL_MEMORY_GB={override!r}: expected a machine's memory in GB, e.g. 8 or 16")
+    return gb * GB
 
 
 def check_fits(recipe: Recipe) -> Plan:

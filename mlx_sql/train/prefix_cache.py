@@ -59,3 +59,23 @@ class DecodeCache(_CausalMask):
         self.values = mx.concatenate([self.values, values], axis=2)
         self.offset = self.keys.shape[2]
         return self.keys, self.values
+
+
+class BranchCache(_CausalMask):
+    """Sampling several answers to one prompt: the prompt's keys/values (batch 1) broadcast to every row,
+    then each row's own tokens — the prompt is computed once and never copied per row in memory."""
+
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.shared_keys, self.shared_values = keys, values
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+        self.offset = keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = keys if self.keys is None else mx.concatenate([self.keys, keys], axis=2)
+        self.values = values if self.values is None else mx.concatenate([self.values, values], axis=2)
+        self.offset += keys.shape[2]
+        batch = keys.shape[0]
+        sk = mx.broadcast_to(self.shared_keys, (batch, *self.shared_keys.shape[1:]))
+        sv = mx.broadcast_to(self.shared_values, (batch, *self.shared_values.shape[1:]))
+        return mx.concatenate([sk, self.keys], axis=2), mx.concatenate([sv, self.values], axis=2)

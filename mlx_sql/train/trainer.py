@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_text
 from mlx_sql.plots import loss_curve
-from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe
+from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe, portable, resume_changes, tomllib
 from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, trainable_count
 from mlx_sql.train.batches import BatchPlan, Records, make_batch
 from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
@@ -40,6 +40,7 @@ class StepReport:
     peak_memory_gb: float
     val_loss: float | None = None
     truncated: int = 0
+    world_size: int = 1  # processes training together (mlx.launch -n N): tokens/s and examples/s are all of theirs
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainResult:
     tokens_seen: int = 0  # real tokens through the model (a shared schema counts once per batch)
     examples_seen: int = 0
     seconds: float = 0.0  # optimizer steps only, across resumes
+    world_size: int = 1
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -207,6 +209,21 @@ class Trainer:
         if self.is_main:  # rank 0 alone writes; every rank holds the same weights
             save_checkpoint(self.out_dir, self.model, self.optimizer, position)
 
+    def _refuse_changed_run(self) -> None:
+        """A resume continues the run that was started: the same steps, schedule, data and adapter shape."""
+        saved = self.out_dir / "recipe.toml"
+        if not saved.is_file():
+            return
+        try:
+            before = tomllib.loads(saved.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            raise MlxSqlError("recipe.toml beside the checkpoint is damaged; train without --resume", saved) from None
+        changes = resume_changes(before, self.recipe)
+        if changes:
+            raise MlxSqlError(f"--resume continues the run as it was started, and {'; '.join(changes)} would change "
+                              "what its steps, learning-rate schedule or data position mean: resume without those "
+                              "changes, or start a new run (--overwrite, or another train.adapter_dir)", self.out_dir)
+
     def run(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         position = Position(world_size=self.world)
         if resume:
@@ -214,12 +231,14 @@ class Trainer:
             if position.world_size != self.world:
                 raise MlxSqlError(f"this run was trained with {position.world_size} process(es); resume it with "
                                   f"the same number (here: {self.world})", self.out_dir)
+            self._refuse_changed_run()
             if position.step >= self.steps:
                 raise MlxSqlError(f"this run already finished its {self.steps} steps: nothing to resume "
-                                  "(raise train.iters or train.epochs to train further)", self.out_dir)
+                                  "(training further is a new run: --overwrite, or another train.adapter_dir)",
+                                  self.out_dir)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.out_dir / "recipe.toml", dump_recipe(self.recipe))
+            write_text(self.out_dir / "recipe.toml", dump_recipe(portable(self.recipe)))
             write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
         stream = self._batches(position)
         history: list[StepReport] = []
@@ -252,7 +271,7 @@ class Trainer:
             self._finish_outputs()
         return TrainResult(self.out_dir, position.step, last_train, last_val, position.truncated,
                            trainable_count(self.model), history, position.tokens_seen, position.examples_seen,
-                           position.seconds)
+                           position.seconds, self.world)
 
     def _step(self, stream: Iterator[tuple[int, Records]], position: Position) -> StepReport | None:
         """One optimizer step. `position` changes only once the step is complete, so a checkpoint taken
@@ -312,7 +331,8 @@ class Trainer:
         if position.step % self.cfg.eval_every == 0 or position.step == self.steps:
             val = self.validation_loss()
         return StepReport(position.step, self.steps, epoch, loss_sum / tokens if tokens else float("nan"), lr,
-                          real / seconds, examples / seconds, self._peak_memory_gb(), val, position.truncated)
+                          real / seconds, examples / seconds, self._peak_memory_gb(), val, position.truncated,
+                          self.world)
 
     def _peak_memory_gb(self) -> float:
         """This process's peak, or the largest of all ranks' (rank 0 reports what the fullest machine needed)."""
