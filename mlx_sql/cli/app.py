@@ -28,6 +28,9 @@ app.add_typer(recipe_app, name="recipe")
 export_app = typer.Typer(help="Write GGUF files for llama.cpp and Ollama.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
+INTERRUPTED_SAID = False  # a command that said what Ctrl-C kept; else main() says it
+
+
 def refuse_overwrite(existing: Path, overwrite: bool, alternatives: str) -> None:
     """A finished run's folder is replaced only when asked: --overwrite."""
     if existing.exists() and not overwrite:
@@ -179,6 +182,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
         try:
             result = run_training(cfg, resume=resume, on_report=report)
         except KeyboardInterrupt:
+            global INTERRUPTED_SAID
+            INTERRUPTED_SAID = True
             console.print(f"[yellow]interrupted: checkpoint saved; continue with --resume[/] ({cfg.adapter_dir})")
             raise typer.Exit(130)
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
@@ -481,11 +486,11 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
                 more = f" (showing {min(rows, len(result.rows))})" if len(result.rows) > rows else ""
                 console.print(f"{len(result.rows)} rows{more}")
         if not result.ok and not as_json:
-            print(f"error: {db}: {result.error}", file=sys.stderr)
-            if not result.sql.strip():
-                wrote = " ".join(result.raw.split())
-                print(f"the model wrote: {wrote[:400] + ('…' if len(wrote) > 400 else '') or '(nothing)'}",
-                      file=sys.stderr)
+            wrote = ""
+            if not result.sql.strip():  # say what the model wrote instead, on the same line
+                text = " ".join(result.raw.split())
+                wrote = f"; the model wrote: {text[:300] + ('…' if len(text) > 300 else '') if text else '(nothing)'}"
+            print(f"error: {db}: {result.error}{wrote}", file=sys.stderr)
         return result.ok
 
     with asker:
@@ -552,8 +557,7 @@ def main() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print("interrupted (what was finished is kept; eval and train continue with --resume)", file=sys.stderr)
-        sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C into a silent exit 130
+        if exc.code == 130 and not INTERRUPTED_SAID:
+            print("interrupted: what was finished is kept (eval and train continue with --resume)", file=sys.stderr)
+        raise
