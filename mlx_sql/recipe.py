@@ -69,6 +69,10 @@ class DataConfig:
                          doc="hold out random questions, or whole databases (unseen schemas, like Spider dev)")
     schema_format: str = _opt("ddl", choices=("ddl", "compact"))
     sample_rows: int = _opt(0, min=0, max=20)
+    question_values: int = _opt(0, min=0, max=50, doc="up to this many of the database's text values that the "
+                                "question names (case, accents and small misspellings forgiven), spelled as stored, "
+                                "as `table.column = 'value'` lines after the schema; indexed once per database "
+                                "file, cached outside it. 0: off")
     prune: bool = _opt(True, doc="keep the gold tables plus distractors (train) / the best-matching tables (inference)")
     distractor_tables: int = _opt(2, min=0, max=50)
     train_schema: str = _opt("gold", choices=("gold", "inference"),

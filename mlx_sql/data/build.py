@@ -163,7 +163,7 @@ def records_for(bench: Benchmark, questions: list[Question], cfg: DataConfig, sp
                 rng = random.Random(f"{cfg.seed}:{q.db_id}:{q.index}")
                 schema = prune_for_training(schema, q.query, cfg.distractor_tables, rng)
             text = render_schema(schema, cfg.schema_format, cfg.sample_rows)
-        record = make_record(q, text, cfg.instruction)
+        record = make_record(q, text, cfg.instruction, schemas.values(bench.schema(q.db_id, split), q.question))
         if own and (q.db_id, q.question) in own:
             record["output"] = own[(q.db_id, q.question)]
         if on_record:

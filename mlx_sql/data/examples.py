@@ -14,24 +14,35 @@ from mlx_sql.data.benchmark import Question
 
 QUESTION_HEADER = "### Question ###"
 EVIDENCE_HEADER = "### Evidence ###"
+VALUES_HEADER = "### Values ###"  # the database's values the question names (data.question_values)
+SEGMENT_HEADERS = (VALUES_HEADER, QUESTION_HEADER)  # a database's shared prompt prefix ends at the first of these
 RECORD_KEYS = ("instruction", "input", "output")
 
 # For tokenizers without a chat template (base models): an Alpaca-style layout.
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
 
-def render_input(schema_text: str, question: str, evidence: str = "") -> str:
+def render_input(schema_text: str, question: str, evidence: str = "", values: str = "") -> str:
+    """Schema, evidence, the values block (it starts with VALUES_HEADER), then the question."""
     parts = [schema_text]
     if evidence:
         parts.append(f"{EVIDENCE_HEADER}\n{evidence}")
+    if values:
+        parts.append(values)
     parts.append(f"{QUESTION_HEADER}\n{question}")
     return "\n\n".join(parts)
 
 
-def make_record(q: Question, schema_text: str, instruction: str) -> dict[str, Any]:
+def segment_start(text: str) -> int:
+    """Where the per-question part of a prompt begins: its values block, else its question."""
+    found = [i for i in (text.find(h) for h in SEGMENT_HEADERS) if i >= 0]
+    return min(found) if found else len(text)
+
+
+def make_record(q: Question, schema_text: str, instruction: str, values: str = "") -> dict[str, Any]:
     return {
         "instruction": instruction,
-        "input": render_input(schema_text, q.question, q.evidence),
+        "input": render_input(schema_text, q.question, q.evidence, values),
         "output": q.query,
         "db_id": q.db_id,
         "question": q.question,

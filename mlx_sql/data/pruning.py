@@ -104,6 +104,12 @@ class PromptSchemas:
         self.cfg, self.count_tokens = cfg, count_tokens
         self._whole: dict[str, tuple[str, bool]] = {}
 
+    def values(self, schema: Schema, question: str) -> str:
+        """The values block for `question`: the database's values it names (`data.question_values`; "" when 0)."""
+        from mlx_sql.data.values import values_block
+
+        return values_block(schema.db_path, question, getattr(self.cfg, "question_values", 0))
+
     def text(self, schema: Schema, question: str, required: Collection[str] = ()) -> str:
         if schema.db_id not in self._whole:
             self._whole[schema.db_id] = whole_schema(schema, self.cfg, self.count_tokens)

@@ -76,9 +76,10 @@ class Asker:
         self.executor = Executor(workers=1, timeout=timeout, max_rows=ROW_CAP)
 
     def prompt(self, question: str) -> dict[str, Any]:
-        with reading(self.db_path):  # sample rows are read from the database
+        with reading(self.db_path):  # sample rows and matching values are read from the database
             text = self.schemas.text(self.schema, question)
-        return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction)
+            values = self.schemas.values(self.schema, question)
+        return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction, values)
 
     def ask(self, question: str, execute: bool = True) -> Answer:
         question = question.strip()

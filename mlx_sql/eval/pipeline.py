@@ -77,8 +77,12 @@ def eval_records(bench: Any, questions: Sequence[Question], recipe: Recipe, spli
     """Prompts for evaluation, each database's whole schema rendered and measured once."""
     cfg = recipe.data
     schemas = PromptSchemas(cfg, count_tokens)
-    return [{**make_record(q, schemas.text(bench.schema(q.db_id, split), q.question), cfg.instruction),
-             "index": q.index} for q in questions]
+    out = []
+    for q in questions:
+        schema = bench.schema(q.db_id, split)
+        out.append({**make_record(q, schemas.text(schema, q.question), cfg.instruction, schemas.values(schema, q.question)),
+                    "index": q.index})
+    return out
 
 
 def load_done(path: Path) -> dict[int, dict]:

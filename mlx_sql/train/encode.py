@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_sql.data.examples import QUESTION_HEADER, render_prompt_completion
+from mlx_sql.data.examples import render_prompt_completion, segment_start
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ def _adds_bos(tokenizer: Any) -> bool:
 
 def prefix_key(record: dict[str, Any]) -> tuple[str, str]:
     """Records with the same key have the same prefix text (same instruction and schema)."""
-    return record.get("db_id", ""), record["instruction"] + record["input"].split(QUESTION_HEADER)[0]
+    text = record["input"]
+    return record.get("db_id", ""), record["instruction"] + text[:segment_start(text)]
 
 
 class Encoder:
@@ -61,8 +62,7 @@ class Encoder:
 
     def encode(self, record: dict[str, Any]) -> Encoded:
         prompt, completion = render_prompt_completion(self.tokenizer, record)
-        cut = prompt.find(QUESTION_HEADER)
-        cut = cut if cut >= 0 else len(prompt)
+        cut = segment_start(prompt)
         prefix_text, question_text = prompt[:cut], prompt[cut:]
         if prefix_text not in self._prefix_cache:
             bos = self.bos if not prefix_text.startswith(self.tokenizer.bos_token or "\0") else []

@@ -1,0 +1,107 @@
+"""Headroom of sampling: pass@k (some candidate among the first k returns the gold result) and vote@k (result
+voting over the first k picks a right one), k = 1, 2, 4, 8, 16, from evaluation folders scored with
+`eval.samples = K` — every candidate is recorded with its result group and correctness, so one run gives every
+k up to K. The gap between pass@k and vote@k is what a better verifier (or training) could still win.
+
+Each row is paired, question by question, with the decoding the recipes shipped before voting (greedy, and
+where SQLite rejects it the first of up to 4 samples that runs — replayed from the same candidates, so both
+see the same draws): questions won and lost, exact two-sided sign test.
+
+    python benchmarks/vote_headroom.py --key validation-qwen0.5b \
+        --run "Qwen2.5-Coder-0.5B=runs/spider-validation/qwen0.5b/base-ddl-rows3-vote16"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from results import update_section
+
+KS = (1, 2, 4, 8, 16)
+
+
+def load(folder: Path) -> tuple[list[list[dict]], list[str]]:
+    """Each question's candidates (in seed order, the vote's K only) and its hardness, in benchmark order."""
+    from mlx_sql.eval.report import load_report
+
+    summary, scored = load_report(folder)
+    samples = summary.get("samples") or 1
+    hardness = {row["index"]: row["hardness"] for row in scored}
+    answers, levels = [], []
+    for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["index"] in hardness and "candidates" in record:
+            answers.append(record["candidates"][:samples])
+            levels.append(hardness[record["index"]])
+    if not answers:
+        raise SystemExit(f"{folder}: no recorded candidates (was it scored with eval.samples > 1?)")
+    return answers, levels
+
+
+def runs(candidate: dict) -> bool:
+    error = candidate.get("error")
+    return error is None or error == "timeout" or error.startswith("more than ")
+
+
+def retried(cands: list[dict], retries: int = 4) -> bool:
+    """Execution-guided decoding as shipped: the greedy answer, else the first of `retries` samples that runs."""
+    for c in cands[: retries + 1]:
+        if runs(c):
+            return bool(c.get("correct"))
+    return bool(cands[0].get("correct"))
+
+
+def voted(cands: list[dict], k: int, prefer_nonempty: bool) -> bool:
+    from mlx_sql.eval.vote import winner
+
+    first = cands[:k]
+    best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
+    return bool(first[0 if best is None else best].get("correct"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER of a report with candidates")
+    parser.add_argument("--key", required=True, help="RESULTS.md section key suffix, e.g. validation-qwen0.5b")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    from mlx_sql.eval.report import sign_test
+
+    lines = []
+    for spec in args.run:
+        name, _, folder = spec.partition("=")
+        answers, _ = load(Path(folder))
+        n, samples = len(answers), max(len(a) for a in answers)
+        ks = [k for k in KS if k <= samples]
+        base = [retried(a) for a in answers]
+        lines += [f"**{name}** — {n} questions, {samples} candidates each (`{folder}`); the shipped decoding "
+                  f"before voting (greedy + up to 4 retries, replayed from the same draws): "
+                  f"{100 * sum(base) / n:.1f}% EX.", "",
+                  "| k | pass@k | vote@k | vote@k, empty results vote too | vote@k vs greedy+retries: won / lost, p |",
+                  "|---:|---:|---:|---:|---|"]
+        for k in ks:
+            passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
+            vote = [voted(a, k, True) for a in answers]
+            plain = sum(voted(a, k, False) for a in answers)
+            won = sum(v and not b for v, b in zip(vote, base))
+            lost = sum(b and not v for v, b in zip(vote, base))
+            lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(vote) / n:.1f} | {100 * plain / n:.1f} | "
+                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} |")
+            print(f"{name} k={k}: pass {100 * passed / n:.1f} vote {100 * sum(vote) / n:.1f} "
+                  f"(plain {100 * plain / n:.1f}) vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
+        lines.append("")
+    body = ("pass@k: some candidate among the greedy answer and the first k-1 samples returns the gold result; "
+            "vote@k: result voting over those k picks one that does (`eval.samples = k`; empty results vote only "
+            "where nothing returned rows, the shipped rule, and in the next column without that rule). Written by "
+            "`benchmarks/vote_headroom.py` from the candidates an `eval.samples = 16` run records.\n\n" + "\n".join(lines))
+    if not args.no_write:
+        update_section(f"vote-headroom-{args.key}", args.title or f"Sampling headroom: pass@k and vote@k ({args.key})",
+                       body)
+
+
+if __name__ == "__main__":
+    main()
