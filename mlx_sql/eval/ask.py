@@ -30,6 +30,11 @@ from mlx_sql.sqltools import parse_sqlite
 ROW_CAP = 10_000
 
 
+def _plain(value: Any) -> Any:
+    """A cell as JSON can carry it (blobs as a short note)."""
+    return f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray, memoryview)) else value
+
+
 @dataclass
 class Answer:
     question: str
@@ -103,10 +108,35 @@ class Asker:
             return Answer(question, sql, raw, error="the model's answer is not a SQLite query", candidates=candidates)
         if not execute:
             return Answer(question, sql, raw)
-        result = result or run(sql)
+        return self._answer(question, sql, raw, result or run(sql), candidates)
+
+    def run_sql(self, sql: str, question: str = "") -> Answer:
+        """Run SQL a person wrote or edited, with the same checks and sandbox as the model's."""
+        sql = sql.strip()
+        if not sql:
+            raise MlxSqlError("empty SQL")
+        if parse_sqlite(sql) is None:
+            return Answer(question, sql, sql, error="not a SQLite query (it does not parse)")
+        return self._answer(question, sql, sql, self.executor.run(self.db_path, sql), [])
+
+    @staticmethod
+    def _answer(question: str, sql: str, raw: str, result: Any, candidates: list[dict[str, Any]]) -> Answer:
         if not result.ok:
             return Answer(question, sql, raw, error=f"SQLite: {result.error}", candidates=candidates)
         return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows], candidates=candidates)
+
+    def describe(self, values: int = 3) -> dict[str, Any]:
+        """The database for a person to browse: tables, columns, keys, and a few rows of each table."""
+        tables = []
+        with reading(self.db_path):
+            for table in self.schema.tables:
+                headers, rows = self.schema.sample_rows(table.name, values)
+                tables.append({"name": table.name,
+                               "columns": [{"name": c.name, "type": c.type, "primary_key": c.primary_key}
+                                           for c in table.columns],
+                               "sample": {"columns": list(headers), "rows": [[_plain(v) for v in r] for r in rows]}})
+        return {"database": self.db_id, "tables": tables,
+                "foreign_keys": [fk.arrow() for fk in self.schema.foreign_keys]}
 
     def close(self) -> None:
         self.executor.close(kill=True)
