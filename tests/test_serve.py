@@ -235,3 +235,35 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
     finally:
         server.stop()
     assert screenshot.stat().st_size > 10_000
+
+
+def test_mcp_tools_through_the_packages_own_client(shop, tmp_path, model_server):
+    pytest.importorskip("mcp")
+    import anyio
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    Server(tmp_path, shop, model_server).stop()  # writes r.toml for this model server
+    before = shop.read_bytes()
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mlx_sql", "mcp", "--recipe",
+                                                                 str(tmp_path / "r.toml"), "--db", str(shop),
+                                                                 "--model", "m"],
+                                   env={"PYTHONPATH": str(ROOT), "MLX_SQL_CACHE": str(tmp_path / "cache"),
+                                        **({"LD_PRELOAD": os.environ["LD_PRELOAD"]} if "LD_PRELOAD" in os.environ
+                                           else {})})
+
+    async def session():
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            tools = sorted(t.name for t in (await client.list_tools()).tools)
+            asked = await client.call_tool("ask", {"question": "How many customers are there?"})
+            ran = await client.call_tool("run_sql", {"sql": "DELETE FROM customers"})
+            schema = await client.call_tool("schema", {})
+            return tools, asked.structured_content, ran.structured_content, schema.structured_content
+
+    tools, asked, ran, schema = anyio.run(session)
+    assert tools == ["ask", "run_sql", "schema"]
+    assert asked["sql"] == "SELECT count(*) FROM customers" and asked["rows"] == [[3]]
+    assert ran["error"] and ran["rows"] == []
+    assert [t["name"] for t in schema["tables"]] == ["cities", "customers"]
+    assert shop.read_bytes() == before

@@ -546,6 +546,24 @@ def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opene
                                                       highlight=False, markup=False))
 
 
+@app.command("mcp")
+def mcp_cmd(db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
+            adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
+            recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
+            gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
+            backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai."),
+            model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+            overrides: Optional[List[str]] = SetOption) -> None:
+    """The same ask / run SQL / schema actions as MCP tools over stdio, for a desktop assistant."""
+    try:
+        from mlx_sql.serve.mcp_tools import build_server
+    except ImportError:
+        raise MlxSqlError("mcp needs the server extra: pip install 'mlx-sql[serve]' (make setup installs it)") from None
+    asker = _asker_options(db, adapter, recipe, gguf, backend, model, overrides)  # stdout is the protocol's: no status
+    with asker:
+        build_server(asker).run("stdio")
+
+
 @app.command("import-gguf")
 def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file to import."),
                     out: Path = typer.Option(..., "--out", help="Output model folder (mlx-lm format)."),
