@@ -181,3 +181,13 @@ def test_evaluation_and_ask_vote_against_a_loopback_server(tmp_path):
     assert "Result voting (`eval.samples = 4`)" in (tmp_path / "vote" / "summary.md").read_text()
     assert answer.ok and answer.sql == "SELECT count(*) FROM customers" and answer.rows == [[3]]
     assert [c["group"] for c in answer.candidates] == [0, 1, 1, None]
+
+
+def test_each_question_and_seed_has_its_own_stream():
+    """A seed alone would give candidate k the same draws on every question (correlated candidates)."""
+    from mlx_sql.models.verify import draw_rng
+
+    first = draw_rng(3, [1, 2, 3]).random(4)
+    assert (draw_rng(3, [1, 2, 3]).random(4) == first).all()
+    assert not (draw_rng(3, [1, 2, 4]).random(4) == first).any()
+    assert not (draw_rng(4, [1, 2, 3]).random(4) == first).any()

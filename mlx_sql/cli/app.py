@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 from rich.table import Table
 from rich.text import Text
 
@@ -19,9 +20,22 @@ from mlx_sql import __version__, blas
 from mlx_sql.cli.ui import console, progress_bar
 from mlx_sql.errors import MlxSqlError
 
-app = typer.Typer(help="Finetune small open models for text-to-SQL with MLX, evaluate them, ship them to Ollama.",
+# `mlx-sql --help` lists the commands in the order a person uses them
+WORKFLOW = ("recipe", "data", "plan", "train", "eval", "fuse", "export", "ask", "serve", "mcp", "import-gguf",
+            "demo", "doctor")
+
+
+class WorkflowGroup(typer.core.TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: WORKFLOW.index(n) if n in WORKFLOW else len(WORKFLOW))
+
+
+app = typer.Typer(help="Finetune small open models for text-to-SQL with MLX, evaluate them, ship them to Ollama, "
+                       "and ask your own SQLite database questions.", cls=WorkflowGroup,
                   invoke_without_command=True, pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Build training data from a Spider/BIRD benchmark.", no_args_is_help=True)
+data_app = typer.Typer(help="Build and check training data (benchmark, your database's pairs, a JSONL file).",
+                       no_args_is_help=True)
 recipe_app = typer.Typer(help="Check and show recipes.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")

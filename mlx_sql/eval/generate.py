@@ -18,7 +18,7 @@ import numpy as np
 from mlx_sql.data.examples import chat_messages
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.extract import statement_finished
-from mlx_sql.models.verify import TOP_K, pick_token
+from mlx_sql.models.verify import TOP_K, draw_rng, pick_token
 from mlx_sql.train.encode import Encoder
 from mlx_sql.train.prefix_cache import BranchCache, CollectCache, DecodeCache
 
@@ -84,7 +84,7 @@ class MLXBackend:
         cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
         out: list[int] = []
-        rng = np.random.default_rng(seed)
+        rng = draw_rng(seed, [*prefix, *question])
         for _ in range(self.max_tokens):
             token = next_token(logits, temperature, rng)
             if token in self.eos:
@@ -103,7 +103,7 @@ class MLXBackend:
         cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         first = self.model(mx.array([question]), cache=cache)[:, -1, :]
         branch = [BranchCache(c.keys, c.values) for c in cache]
-        rngs = [np.random.default_rng(seed) for seed in seeds]
+        rngs = [draw_rng(seed, [*prefix, *question]) for seed in seeds]
         rows: list[list[int]] = [[] for _ in seeds]
         done = [False] * len(seeds)
         logits = mx.broadcast_to(first, (len(seeds), first.shape[-1])).astype(mx.float32)
@@ -184,10 +184,11 @@ class Seq2SeqMLXBackend:
         self.eos = eos_ids(tokenizer)
 
     def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        memory = self.model.encode(mx.array([source_ids(self.encoder, record)]))
+        source = source_ids(self.encoder, record)
+        memory = self.model.encode(mx.array([source]))
         cache = self.model.make_cache()
         token, out = self.encoder.decoder_start, []
-        rng = np.random.default_rng(seed)
+        rng = draw_rng(seed, source)
         for _ in range(self.max_tokens):
             logits = self.model.logits(self.model.decode(mx.array([[token]]), memory, None, cache))[0, -1]
             token = next_token(logits, temperature, rng)

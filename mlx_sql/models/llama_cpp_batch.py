@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.models.verify import pick_token
+from mlx_sql.models.verify import draw_rng, pick_token
 
 
 class SharedPromptSampler:
@@ -82,7 +82,7 @@ class SharedPromptSampler:
         self._feed_prompt(ids)
         for row in range(1, rows):
             self.lib.llama_memory_seq_cp(self.memory, 0, row, 0, len(ids))
-        rngs = [np.random.default_rng(seed) for seed in seeds]
+        rngs = [draw_rng(seed, ids) for seed in seeds]
         first = self._logits(-1).astype(np.float32)
         out: list[list[int]] = [[] for _ in seeds]
         live = list(range(rows))

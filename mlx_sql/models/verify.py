@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import zlib
+
 import numpy as np
 
 
@@ -31,6 +33,16 @@ def pick_token(logits: Any, temperature: float, rng: np.random.Generator) -> int
     top = np.argpartition(-logits, TOP_K - 1)[:TOP_K] if logits.size > TOP_K else np.arange(logits.size)
     weights = np.exp((logits[top] - logits[top].max()) / temperature)
     return int(top[rng.choice(len(top), p=weights / weights.sum())])
+
+
+def draw_rng(seed: int, prompt: Sequence[int]) -> np.random.Generator:
+    """The random stream of one sampled answer: seeded by the candidate's seed *and* the prompt it answers.
+
+    A seed alone would give every question the same stream, so candidate k would draw the same uniforms
+    everywhere (one seed always taking a tail token first, another always the argmax): candidates correlated
+    across questions. Mixing in the prompt's tokens keeps reruns identical and questions independent."""
+    digest = zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes())
+    return np.random.default_rng([int(seed), digest])
 
 
 def llama_cpp_model(gguf: str | Path, **kwargs: Any):
@@ -151,7 +163,7 @@ class LlamaCppSeq2Seq:
         temperature 0, else `pick_token`'s seeded top-k draws."""
         self.encode(source)
         logits, out = self.step(self.start), []
-        rng = np.random.default_rng(seed)
+        rng = draw_rng(seed, source)
         while len(out) < max_tokens:
             token = pick_token(logits, temperature, rng)
             if token == self.eos:
