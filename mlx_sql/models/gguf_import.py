@@ -54,10 +54,54 @@ def open_gguf(path: str | Path):
         raise MlxSqlError(f"corrupt or truncated GGUF ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
 
 
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value types
+
+
+def gguf_header_string(path: str | Path, key: str) -> str:
+    """One string of a GGUF file's header, read key by key up to it: `GGUFReader` parses every field first,
+    a 150,000-token vocabulary included (~10 s for Qwen2.5), to answer what the first key already says."""
+    import struct
+
+    path = Path(path)
+    if not path.is_file():
+        raise MlxSqlError("GGUF file not found", path)
+    with open(path, "rb") as f:
+        def read(n: int) -> bytes:
+            data = f.read(n)
+            if len(data) != n:
+                raise MlxSqlError("corrupt or truncated GGUF (its header ends early)", path)
+            return data
+
+        def skip(kind: int) -> None:
+            if kind == 8:
+                f.seek(struct.unpack("<Q", read(8))[0], 1)
+            elif kind == 9:
+                inner, count = struct.unpack("<IQ", read(12))
+                if inner in _SCALAR_SIZES:
+                    f.seek(_SCALAR_SIZES[inner] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(inner)
+            elif kind in _SCALAR_SIZES:
+                f.seek(_SCALAR_SIZES[kind], 1)
+            else:
+                raise MlxSqlError(f"corrupt GGUF (unknown value type {kind})", path)
+
+        if read(4) != b"GGUF":
+            raise MlxSqlError("not a GGUF file (bad magic bytes)", path)
+        _version, _tensors, kv_count = struct.unpack("<IQQ", read(20))
+        for _ in range(kv_count):
+            name = read(struct.unpack("<Q", read(8))[0]).decode("utf-8", errors="replace")
+            kind = struct.unpack("<I", read(4))[0]
+            if name == key and kind == 8:
+                return read(struct.unpack("<Q", read(8))[0]).decode("utf-8", errors="replace")
+            skip(kind)
+    return ""
+
+
 def gguf_architecture(path: str | Path) -> str:
     """general.architecture of a GGUF file (without reading its vocabulary)."""
-    field = open_gguf(path).fields.get("general.architecture")
-    return str(field.contents()) if field is not None else ""
+    return gguf_header_string(path, "general.architecture")
 
 
 def read_metadata(reader) -> dict[str, Any]:

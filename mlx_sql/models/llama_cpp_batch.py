@@ -14,6 +14,10 @@ every decoder we drive, and the same seed gives the same answer on a rerun.
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,11 +25,15 @@ import numpy as np
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.models.verify import draw_rng, pick_token
 
+MIN_SAVED_PREFIX = 128  # shorter prompts are computed faster than a file is read
+MAX_SAVED_PREFIXES = 32  # a few MB each (a schema's keys and values); the least recently used go first
+
 
 class SharedPromptSampler:
     """A second llama.cpp context over an already loaded model (`llama_cpp.Llama`), for batched sampling."""
 
-    def __init__(self, llm: Any, max_rows: int, n_ctx: int, n_batch: int = 512):
+    def __init__(self, llm: Any, max_rows: int, n_ctx: int, n_batch: int = 512, state_dir: Path | None = None,
+                 model_id: str = ""):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -40,6 +48,7 @@ class SharedPromptSampler:
         self.n_ctx, self.n_batch, self.vocab = n_ctx, n_batch, llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(max(n_batch, max_rows), 0, 1)
         self.prompt: list[int] = []  # what sequence 0 holds
+        self.state_dir, self.model_id = state_dir, model_id  # prompt prefixes kept on disk between processes
 
     def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """One llama_decode of (token, position, sequence, wants logits) entries."""
@@ -56,21 +65,65 @@ class SharedPromptSampler:
     def _logits(self, i: int) -> np.ndarray:
         return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,))
 
-    def _feed_prompt(self, ids: list[int]) -> None:
-        """Make sequence 0 hold exactly `ids`, computing only what differs from the last prompt."""
+    def _feed(self, ids: list[int], start: int, end: int) -> None:
+        for at in range(start, end, self.n_batch):
+            chunk = ids[at:min(at + self.n_batch, end)]
+            self._decode([(t, at + j, 0, at + j == len(ids) - 1) for j, t in enumerate(chunk)])
+
+    def _feed_prompt(self, ids: list[int], prefix_len: int = 0) -> None:
+        """Make sequence 0 hold exactly `ids`, computing only what differs from the last prompt; a shared
+        prefix (a database's schema) not in memory is loaded from disk when an earlier process saved it,
+        else computed and saved, so a one-shot `ask` pays for a schema once, not every time."""
         keep = 0
         for a, b in zip(self.prompt, ids[:-1]):  # the last token is always fed again: its logits are needed
             if a != b:
                 break
             keep += 1
         self.lib.llama_memory_seq_rm(self.memory, -1, keep, -1)
-        for start in range(keep, len(ids), self.n_batch):
-            chunk = ids[start:start + self.n_batch]
-            self._decode([(t, start + j, 0, start + j == len(ids) - 1) for j, t in enumerate(chunk)])
+        state = self._state_file(ids[:prefix_len]) if keep < prefix_len < len(ids) else None
+        if state is not None and self._load_state(state, ids[:prefix_len]):
+            keep = prefix_len
+        elif state is not None:
+            self._feed(ids, keep, prefix_len)
+            self._save_state(state, ids[:prefix_len])
+            keep = prefix_len
+        self._feed(ids, keep, len(ids))
         self.prompt = list(ids)
 
+    def _state_file(self, prefix: list[int]) -> Path | None:
+        if self.state_dir is None or len(prefix) < MIN_SAVED_PREFIX:
+            return None
+        key = hashlib.sha256(self.model_id.encode() + np.asarray(prefix, dtype=np.int32).tobytes()).hexdigest()
+        return self.state_dir / f"{key[:32]}.state"
+
+    def _load_state(self, path: Path, prefix: list[int]) -> bool:
+        if not path.is_file():
+            return False
+        tokens = (self.lib.llama_token * len(prefix))()
+        count = ctypes.c_size_t(0)
+        read = self.lib.llama_state_seq_load_file(self.ctx, str(path).encode(), 0, tokens, len(prefix),
+                                                  ctypes.byref(count))
+        if read == 0 or count.value != len(prefix) or list(tokens) != prefix:
+            self.lib.llama_memory_seq_rm(self.memory, -1, 0, -1)  # whatever it loaded: gone, computed afresh
+            return False
+        os.utime(path)  # recently used: kept longest
+        return True
+
+    def _save_state(self, path: Path, prefix: list[int]) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tokens = (self.lib.llama_token * len(prefix))(*prefix)
+            if self.lib.llama_state_seq_save_file(self.ctx, str(tmp).encode(), 0, tokens, len(prefix)):
+                os.replace(tmp, path)
+            kept = sorted(path.parent.glob("*.state"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in kept[MAX_SAVED_PREFIXES:]:
+                old.unlink(missing_ok=True)
+        except OSError:  # a cache that cannot be written only costs time
+            pass
+
     def sample(self, ids: Sequence[int], seeds: Sequence[int], temperature: float, max_tokens: int,
-               stop: Callable[[list[int]], bool], eos: set[int]) -> list[list[int]]:
+               stop: Callable[[list[int]], bool], eos: set[int], prefix_len: int = 0) -> list[list[int]]:
         """One continuation of `ids` per seed, each ending at an end token, `max_tokens`, or `stop(tokens)`."""
         rows = len(seeds)
         if rows > self.max_rows:
@@ -79,7 +132,7 @@ class SharedPromptSampler:
             raise MlxSqlError(f"the prompt ({len(ids)} tokens) and {rows} answers of up to {max_tokens} tokens "
                               f"exceed the {self.n_ctx}-token context")
         ids = list(ids)
-        self._feed_prompt(ids)
+        self._feed_prompt(ids, prefix_len)
         for row in range(1, rows):
             self.lib.llama_memory_seq_cp(self.memory, 0, row, 0, len(ids))
         rngs = [draw_rng(seed, ids) for seed in seeds]
