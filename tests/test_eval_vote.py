@@ -228,3 +228,32 @@ def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(tmp_path, m
     saved.write_bytes(saved.read_bytes()[:1000])  # a damaged file is computed afresh, not trusted
     third = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
     assert third.generate(record) == greedy and fed == [(0, prefix), (prefix, total)]
+
+
+def test_mlx_keeps_a_schema_prefix_on_disk_for_the_next_process(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_SQL_CACHE", str(tmp_path))
+    model, tok = load(str(tiny_model("llama")))
+    columns = ", ".join(f"c{i} INT" for i in range(60))
+    record = {"instruction": "Write one SQLite query.", "input": f"CREATE TABLE t ({columns});\n\n"
+              "### Question ###\nHow many rows have c3 above 3?"}
+    first = MLXBackend(model, tok, 12, state_id="tiny")
+    greedy = first.generate(record)
+    (saved,) = (tmp_path / "mlx-state").glob("*.safetensors")
+    import mlx_sql.eval.generate as generate
+    from mlx_sql.train.prefix_cache import CollectCache
+
+    calls = []  # prefix computations: each makes one CollectCache per layer
+
+    class Counting(CollectCache):
+        def __init__(self):
+            calls.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(generate, "CollectCache", Counting)
+    second = MLXBackend(model, tok, 12, state_id="tiny")
+    assert second.generate(record) == greedy and calls == []  # the prefix came from the file, not the model
+    saved.write_bytes(b"damaged")
+    third = MLXBackend(model, tok, 12, state_id="tiny")
+    assert third.generate(record) == greedy and len(calls) == len(model.layers)  # damaged: computed afresh
+    other = MLXBackend(model, tok, 12, state_id="another adapter")
+    assert other._state_file(first.encoder.encode({**record, "output": ""}).prefix) != saved

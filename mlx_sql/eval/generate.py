@@ -7,6 +7,7 @@ answer) into raw model text; `extract_sql` makes it a query.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from mlx_sql.data.examples import chat_messages
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.fileio import cache_root
+from mlx_sql.models.prompt_state import keep_recent, state_path
 from mlx_sql.eval.extract import statement_finished
 from mlx_sql.models.verify import TOP_K, draw_rng, pick_token
 from mlx_sql.train.encode import Encoder
@@ -58,6 +59,30 @@ def source_ids(encoder: Encoder, record: dict[str, Any]) -> list[int]:
     return [*prefix, *question, encoder.tokenizer.eos_token_id]
 
 
+def load_prefix_state(path: Path, layers: int) -> list[tuple[mx.array, mx.array]] | None:
+    """A prefix's keys and values an earlier process saved, or None (absent, damaged, another shape)."""
+    if not path.is_file():
+        return None
+    try:
+        arrays = mx.load(str(path))
+        kv = [(arrays[f"k{i}"], arrays[f"v{i}"]) for i in range(layers)]
+    except Exception:  # a truncated or foreign file: computed afresh
+        return None
+    os.utime(path)
+    return kv
+
+
+def save_prefix_state(path: Path, kv: list[tuple[mx.array, mx.array]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
+        mx.save_safetensors(str(tmp), {f"{n}{i}": a for i, (k, v) in enumerate(kv) for n, a in (("k", k), ("v", v))})
+        os.replace(tmp, path)
+        keep_recent(path.parent, ".safetensors")
+    except OSError:  # a cache that cannot be written only costs time
+        pass
+
+
 class Backend(Protocol):
     def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         """Greedy at temperature 0 (what scoring assumes); sampled, reproducibly per seed, above it."""
@@ -66,20 +91,29 @@ class Backend(Protocol):
 class MLXBackend:
     """Greedy decoding; the prefix (instruction + schema) of each database is run once and reused."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256):
+    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int = 256, state_id: str | None = None):
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         self.encoder = Encoder(tokenizer)
         self.eos = eos_ids(tokenizer)
         self._prefix: tuple[tuple[int, ...], list[tuple[mx.array, mx.array]]] | None = None
+        self.state_id = state_id  # given: prefixes are kept on disk for the next process (a one-shot ask)
 
     def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[mx.array, mx.array]]:
         if self._prefix is None or self._prefix[0] != prefix:
-            collect = [CollectCache() for _ in self.model.layers]
-            self.model.model(mx.array([list(prefix)]), cache=collect)
-            kv = [(c.keys, c.values) for c in collect]
-            mx.eval(kv)
+            path = self._state_file(prefix)
+            kv = load_prefix_state(path, len(self.model.layers)) if path is not None else None
+            if kv is None:
+                collect = [CollectCache() for _ in self.model.layers]
+                self.model.model(mx.array([list(prefix)]), cache=collect)
+                kv = [(c.keys, c.values) for c in collect]
+                mx.eval(kv)
+                if path is not None:
+                    save_prefix_state(path, kv)
             self._prefix = (prefix, kv)
         return self._prefix[1]
+
+    def _state_file(self, prefix: tuple[int, ...]) -> Path | None:
+        return state_path("mlx-state", self.state_id or "", prefix, ".safetensors")
 
     def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         prefix, question = prompt_ids(self.encoder, record)
@@ -335,7 +369,7 @@ class LlamaCppBackend:
                 self._sampler.close()
             rows = max(len(seeds), 8)
             self._sampler = SharedPromptSampler(self.llm, rows, self.context_window + rows * self.max_tokens,
-                                                state_dir=cache_root() / "llama-state", model_id=self.model_id)
+                                                model_id=self.model_id)
         rows = self._sampler.sample([*prefix, *question], seeds, temperature, self.max_tokens,
                                     lambda tokens: statement_done(self.tokenizer, tokens), self.eos, len(prefix))
         return [self.tokenizer.decode(tokens) for tokens in rows]

@@ -149,7 +149,7 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         return LlamaCppBackend(str(gguf), e.max_tokens, o.context_window, tokenizer)
     from mlx_sql.models.loading import load_model
 
-    model, tokenizer, _ = load_model(recipe.model)
+    model, tokenizer, location = load_model(recipe.model)
     if adapter is not None:
         from mlx_sql.train.adapters import load_trained_adapter
 
@@ -159,7 +159,17 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         from mlx_sql.eval.generate import Seq2SeqMLXBackend
 
         return Seq2SeqMLXBackend(model, tokenizer, e.max_tokens)
-    return MLXBackend(model, tokenizer, e.max_tokens)
+    return MLXBackend(model, tokenizer, e.max_tokens, state_id=model_identity(location, recipe, adapter))
+
+
+def model_identity(location: str, recipe: Recipe, adapter: Path | None) -> str:
+    """What a saved prompt state belongs to: these weights (folder, precision, quantization) and this adapter file."""
+    ident = f"{Path(location).resolve() if Path(location).exists() else location}:{recipe.model.dtype}:{recipe.model.quantize}"
+    weights = adapter / "adapters.safetensors" if adapter is not None else None
+    if weights is not None and weights.is_file():
+        stat = weights.stat()
+        ident += f":{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return ident
 
 
 def vote_answer(gen: Backend, record: dict, greedy_sql: str, q: Question, bench: Any, split: str, executor: Any,

@@ -15,7 +15,6 @@ every decoder we drive, and the same seed gives the same answer on a rerun.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,17 +22,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.models.prompt_state import keep_recent, state_path
 from mlx_sql.models.verify import draw_rng, pick_token
 
-MIN_SAVED_PREFIX = 128  # shorter prompts are computed faster than a file is read
-MAX_SAVED_PREFIXES = 32  # a few MB each (a schema's keys and values); the least recently used go first
 
 
 class SharedPromptSampler:
     """A second llama.cpp context over an already loaded model (`llama_cpp.Llama`), for batched sampling."""
 
-    def __init__(self, llm: Any, max_rows: int, n_ctx: int, n_batch: int = 512, state_dir: Path | None = None,
-                 model_id: str = ""):
+    def __init__(self, llm: Any, max_rows: int, n_ctx: int, n_batch: int = 512, model_id: str = "",
+                 save_states: bool = True):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -48,7 +46,7 @@ class SharedPromptSampler:
         self.n_ctx, self.n_batch, self.vocab = n_ctx, n_batch, llm.n_vocab()
         self.batch = llama_cpp.llama_batch_init(max(n_batch, max_rows), 0, 1)
         self.prompt: list[int] = []  # what sequence 0 holds
-        self.state_dir, self.model_id = state_dir, model_id  # prompt prefixes kept on disk between processes
+        self.model_id, self.save_states = model_id, save_states  # prompt prefixes kept on disk between processes
 
     def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """One llama_decode of (token, position, sequence, wants logits) entries."""
@@ -91,10 +89,7 @@ class SharedPromptSampler:
         self.prompt = list(ids)
 
     def _state_file(self, prefix: list[int]) -> Path | None:
-        if self.state_dir is None or len(prefix) < MIN_SAVED_PREFIX:
-            return None
-        key = hashlib.sha256(self.model_id.encode() + np.asarray(prefix, dtype=np.int32).tobytes()).hexdigest()
-        return self.state_dir / f"{key[:32]}.state"
+        return state_path("llama-state", self.model_id, prefix, ".state") if self.save_states else None
 
     def _load_state(self, path: Path, prefix: list[int]) -> bool:
         if not path.is_file():
@@ -116,9 +111,7 @@ class SharedPromptSampler:
             tokens = (self.lib.llama_token * len(prefix))(*prefix)
             if self.lib.llama_state_seq_save_file(self.ctx, str(tmp).encode(), 0, tokens, len(prefix)):
                 os.replace(tmp, path)
-            kept = sorted(path.parent.glob("*.state"), key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in kept[MAX_SAVED_PREFIXES:]:
-                old.unlink(missing_ok=True)
+            keep_recent(path.parent, ".state")
         except OSError:  # a cache that cannot be written only costs time
             pass
 
