@@ -83,5 +83,5 @@ fuse-and-export:
 	@test -n "$(ADAPTER)" || { echo "no adapter under adapters/: train one first (mlx-sql train RECIPE)"; exit 1; }
 	$(RUN)$(PY) -m mlx_sql fuse --adapter $(ADAPTER) --overwrite
 	$(RUN)$(PY) -m mlx_sql export gguf --model $(ADAPTER)/fused --dtype $(GGUF_TYPE) --overwrite
-	$(RUN)$(PY) -m mlx_sql export ollama --gguf $(ADAPTER)/fused/model-$(GGUF_TYPE).gguf $(if $(NAME),--name $(NAME),)
+	$(RUN)$(PY) -m mlx_sql export ollama --gguf $(ADAPTER)/fused/model-$(GGUF_TYPE).gguf --overwrite $(if $(NAME),--name $(NAME),)
 	@echo "adapter: $(ADAPTER)  fused model: $(ADAPTER)/fused  GGUF: $(ADAPTER)/fused/model-$(GGUF_TYPE).gguf  Modelfile: $(ADAPTER)/fused/Modelfile"

@@ -100,6 +100,11 @@ def test_fuse_import_and_export_never_replace_what_is_there(scratch, tmp_path, t
              str(sentinel), "already exists; --overwrite", code=2)
     one_line(mlx_sql("export", "gguf", "--lora-only", "--model", adapter, "--out", existing, cwd=tmp_path),
              "is a folder: give a file name", code=2)
+    (existing / "Modelfile").write_text("FROM the user's own model\n")
+    (existing / "theirs.gguf").write_bytes(b"GGUF")
+    before = snapshot(tmp_path)
+    one_line(mlx_sql("export", "ollama", "--gguf", existing / "theirs.gguf", cwd=tmp_path),
+             str(existing / "Modelfile"), "already exists; --overwrite", code=2)
     assert snapshot(tmp_path) == before
     done = mlx_sql("export", "gguf", "--lora-only", "--model", adapter, "--out", sentinel, "--overwrite", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -419,14 +419,18 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
                                                                "tokenizer (default: the GGUF's folder)."),
                       num_ctx: Optional[int] = typer.Option(None, "--num-ctx", min=256, max=1048576, help="Context window for Ollama "
                                                             "(default: the adapter recipe's [ollama] context_window)."),
-                      create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH.")) -> None:
+                      create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH."),
+                      overwrite: bool = typer.Option(False, "--overwrite", help="Replace a Modelfile already beside "
+                                                     "the GGUF.")) -> None:
     """Write a Modelfile next to the GGUF (template, stop tokens, temperature 0) and create the Ollama model."""
     from mlx_lm.utils import load_tokenizer
 
     from mlx_sql.export.ollama import write_modelfile
+    from mlx_sql.fileio import output_file
 
     if not gguf.is_file():
         raise MlxSqlError("GGUF file not found", gguf)
+    output_file(gguf.parent / "Modelfile", overwrite)
     from mlx_sql.export.ollama import modelfile_settings
 
     folder = tokenizer or gguf.parent
