@@ -33,7 +33,7 @@ def main() -> None:
 
     from mlx_sql.data.benchmark import load_benchmark
     from mlx_sql.eval.extract import extract_sql
-    from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, NaiveMLXBackend
+    from mlx_sql.eval.backends import LlamaCppBackend, MLXBackend, NaiveMLXBackend
     from mlx_sql.eval.pipeline import eval_records
     from mlx_sql.models.loading import load_model
     from mlx_sql.models.sources import gguf_from_package

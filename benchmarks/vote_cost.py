@@ -21,7 +21,7 @@ from results import ROOT, update_section
 def separate(backend, record, seeds, temperature) -> list[str]:
     """Completions one after another through llama-cpp-python's own `generate` and sampler (the naive way;
     seed 0 is the greedy answer), all in its one context, which keeps the prompt between them."""
-    from mlx_sql.eval.generate import prompt_ids, statement_done
+    from mlx_sql.eval.backends import prompt_ids, statement_done
 
     prefix, question = prompt_ids(backend.encoder, record)
     texts = []

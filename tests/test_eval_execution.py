@@ -1,7 +1,6 @@
 """Predicted SQL is untrusted: it is scored, never obeyed, and never takes the evaluation down."""
 
 import hashlib
-import shutil
 import sqlite3
 import time
 

@@ -10,7 +10,7 @@ from mlx_lm import load
 from mlx_sql.data.build import build_dataset
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.eval.extract import extract_sql
-from mlx_sql.eval.generate import MLXBackend, NaiveMLXBackend, OllamaBackend
+from mlx_sql.eval.backends import MLXBackend, NaiveMLXBackend, OllamaBackend
 from mlx_sql.eval.pipeline import eval_records, evaluate_model, select_questions
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.models.tokenizer import load_tokenizer
@@ -159,7 +159,7 @@ def test_rows_stop_at_the_end_of_the_first_statement_on_the_real_smollm2(tmp_pat
     """The base SmolLM2 chats after its SQL: batched MLX rows and llama.cpp stop once the statement is
     complete, with the SQL that decoding to the token limit would give."""
     pytest.importorskip("llama_cpp")
-    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.eval.backends import LlamaCppBackend
     from mlx_sql.models.sources import gguf_from_package, resolve_model_path
     from mlx_sql.recipe import ModelConfig
     from mlx_sql.errors import MlxSqlError

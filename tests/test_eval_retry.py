@@ -14,7 +14,7 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
 from mlx_sql.eval.execution import execute_here
-from mlx_sql.eval.generate import MLXBackend, NaiveMLXBackend
+from mlx_sql.eval.backends import MLXBackend, NaiveMLXBackend
 from mlx_sql.eval.pipeline import eval_records, evaluate_model
 from mlx_sql.eval.retry import retry_until_it_runs
 from mlx_sql.recipe import load_recipe
@@ -84,7 +84,7 @@ def test_mlx_sampling_is_greedy_at_zero_and_reproducible_per_seed(tiny_model, tm
 
 def test_llamacpp_sampling_is_reproducible_per_seed_on_the_real_smollm2():
     pytest.importorskip("llama_cpp")
-    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.eval.backends import LlamaCppBackend
     from mlx_sql.models.sources import gguf_from_package, resolve_model_path
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import ModelConfig

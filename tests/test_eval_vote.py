@@ -12,7 +12,7 @@ from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
 from mlx_sql.eval.execution import execute_here
-from mlx_sql.eval.generate import MLXBackend
+from mlx_sql.eval.backends import MLXBackend
 from mlx_sql.eval.pipeline import eval_records, evaluate_model
 from mlx_sql.eval.vote import headroom, vote_on_record, winner
 from mlx_sql.recipe import load_recipe
@@ -127,7 +127,7 @@ def test_mlx_shared_prompt_samples_match_one_by_one_and_repeat(tiny_model, tmp_p
 
 def test_llamacpp_shared_prompt_batch_is_reproducible_and_greedy_at_zero():
     pytest.importorskip("llama_cpp")
-    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.eval.backends import LlamaCppBackend
     from mlx_sql.models.sources import gguf_from_package, resolve_model_path
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import ModelConfig
@@ -196,7 +196,7 @@ def test_each_question_and_seed_has_its_own_stream():
 def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(tmp_path, monkeypatch):
     """A one-shot ask computes a database's schema once: the next process loads its keys and values."""
     pytest.importorskip("llama_cpp")
-    from mlx_sql.eval.generate import LlamaCppBackend
+    from mlx_sql.eval.backends import LlamaCppBackend
     from mlx_sql.models.sources import gguf_from_package, resolve_model_path
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import ModelConfig
@@ -239,7 +239,7 @@ def test_mlx_keeps_a_schema_prefix_on_disk_for_the_next_process(tiny_model, tmp_
     first = MLXBackend(model, tok, 12, state_id="tiny")
     greedy = first.generate(record)
     (saved,) = (tmp_path / "mlx-state").glob("*.safetensors")
-    import mlx_sql.eval.generate as generate
+    import mlx_sql.eval.backends.mlx as generate
     from mlx_sql.train.prefix_cache import CollectCache
 
     calls = []  # prefix computations: each makes one CollectCache per layer

@@ -13,7 +13,7 @@ import pytest
 
 from mlx_sql.data.benchmark import load_benchmark
 
-from conftest import MINISPIDER, ROOT
+from conftest import MINISPIDER
 
 
 def cli(*args, timeout=300, **kw):

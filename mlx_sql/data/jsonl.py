@@ -38,7 +38,7 @@ def iter_jsonl(path: str | Path, required: Sequence[str] = (), strict: bool = Tr
     with handle:
         try:
             yield from _records(handle, path, required, strict, stats, start_line)
-        except UnicodeDecodeError as exc:
+        except UnicodeDecodeError:
             raise MlxSqlError("not a UTF-8 text file (a binary file?)", path) from None
 
 

@@ -12,7 +12,7 @@ from mlx_sql.data.benchmark import Question, load_benchmark, recipe_benchmark
 from mlx_sql.data.examples import make_record
 from mlx_sql.data.pruning import PromptSchemas, token_counter
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.eval.generate import Backend
+from mlx_sql.eval.backends import Backend
 from mlx_sql.recipe import BACKENDS, Recipe
 from mlx_sql.eval.report import write_report
 from mlx_sql.eval.scoring import Scored, read_predictions, score
@@ -113,13 +113,13 @@ def backend_model(recipe: Recipe, adapter: Path | None, backend: str, model_name
 
 
 def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name: str | None = None) -> Backend:
-    from mlx_sql.eval.generate import LlamaCppBackend, MLXBackend, OllamaBackend
+    from mlx_sql.eval.backends import LlamaCppBackend, MLXBackend, OllamaBackend
 
     e, o = recipe.eval, recipe.ollama
     if backend == "openai":
         import os
 
-        from mlx_sql.eval.generate import OpenAIBackend
+        from mlx_sql.eval.backends import OpenAIBackend
 
         c = recipe.openai
         return OpenAIBackend(model_name or c.model, c.base_url, c.timeout, e.max_tokens, os.environ.get(c.api_key_env))
@@ -141,7 +141,7 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         from mlx_sql.models.gguf_import import gguf_architecture
 
         if gguf_architecture(gguf) == "t5":
-            from mlx_sql.eval.generate import LlamaCppSeq2SeqBackend
+            from mlx_sql.eval.backends import LlamaCppSeq2SeqBackend
 
             if tokenizer is None:
                 raise MlxSqlError("a T5 GGUF is scored with its recipe's tokenizer, and it could not be loaded", gguf)
@@ -156,7 +156,7 @@ def make_backend(recipe: Recipe, adapter: Path | None, backend: str, model_name:
         load_trained_adapter(model, adapter)
     model.eval()
     if getattr(model, "is_encoder_decoder", False):
-        from mlx_sql.eval.generate import Seq2SeqMLXBackend
+        from mlx_sql.eval.backends import Seq2SeqMLXBackend
 
         return Seq2SeqMLXBackend(model, tokenizer, e.max_tokens)
     return MLXBackend(model, tokenizer, e.max_tokens, state_id=model_identity(location, recipe, adapter))

@@ -1,62 +1,21 @@
-"""Generation backends: MLX (schema prefix computed once per database), Ollama's HTTP API, llama.cpp.
-
-Each turns eval records (the same `{instruction, input}` as training, without the
-answer) into raw model text; `extract_sql` makes it a query.
-"""
+"""MLX backends: decoder-only models (the schema prefix computed once per database, kept on disk for the
+next process, several answers as rows over one prompt), T5, and mlx-lm's own `generate` as the anchor."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_sql.data.examples import chat_messages
-from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.backends.base import eos_ids, next_token, prompt_ids, source_ids, statement_done
 from mlx_sql.models.prompt_state import keep_recent, state_path
-from mlx_sql.eval.extract import statement_finished
 from mlx_sql.models.verify import TOP_K, draw_rng, pick_token
 from mlx_sql.train.encode import Encoder
 from mlx_sql.train.prefix_cache import BranchCache, CollectCache, DecodeCache
-
-
-STOP_CHECK_EVERY = 8  # decoding the text costs more than a token: look for the statement's end now and then
-
-
-def next_token(logits: mx.array, temperature: float, rng: np.random.Generator) -> int:
-    """Greedy stays on the device; a draw (retries) goes through the one top-k sampler, in float32 (numpy
-    has no bfloat16)."""
-    if temperature <= 0:
-        return int(mx.argmax(logits).item())
-    return pick_token(logits.astype(mx.float32), temperature, rng)
-
-
-def statement_done(tokenizer: Any, tokens: list[int]) -> bool:
-    """Whether a row may stop: its text already holds everything `extract_sql` will keep."""
-    return len(tokens) % STOP_CHECK_EVERY == 0 and statement_finished(tokenizer.decode(tokens))
-
-
-def eos_ids(tokenizer: Any) -> set[int]:
-    ids = getattr(tokenizer, "eos_token_ids", None) or [tokenizer.eos_token_id]
-    return {ids} if isinstance(ids, int) else set(ids)  # mlx-lm's wrapper holds a set, HF's tokenizer one id
-
-
-def prompt_ids(encoder: Encoder, record: dict[str, Any]) -> tuple[tuple[int, ...], list[int]]:
-    """(shared prefix, question) token ids of a record without its answer: what every decoder is fed."""
-    e = encoder.encode({**record, "output": ""})
-    return tuple(e.prefix), list(e.segment[: e.completion_start])
-
-
-def source_ids(encoder: Encoder, record: dict[str, Any]) -> list[int]:
-    """An encoder-decoder model's input for a record: prompt (schema, question) then </s>, as in training."""
-    prefix, question = prompt_ids(encoder, record)
-    return [*prefix, *question, encoder.tokenizer.eos_token_id]
 
 
 def load_prefix_state(path: Path, layers: int) -> list[tuple[mx.array, mx.array]] | None:
@@ -81,11 +40,6 @@ def save_prefix_state(path: Path, kv: list[tuple[mx.array, mx.array]]) -> None:
         keep_recent(path.parent, ".safetensors")
     except OSError:  # a cache that cannot be written only costs time
         pass
-
-
-class Backend(Protocol):
-    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        """Greedy at temperature 0 (what scoring assumes); sampled, reproducibly per seed, above it."""
 
 
 class MLXBackend:
@@ -254,122 +208,3 @@ class NaiveMLXBackend:
         mx.random.seed(seed)
         return generate(self.model, self.tokenizer, list(prefix) + question, max_tokens=self.max_tokens,
                         sampler=make_sampler(temperature, top_k=TOP_K if temperature > 0 else 0))
-
-
-def post_json(url: str, body: dict[str, Any], timeout: float, what: str, headers: dict[str, str] | None = None) -> Any:
-    """POST a JSON body, return the JSON answer; any failure is one line naming the server."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-        raise MlxSqlError(f"{what} request failed: {exc}", url) from None
-
-
-class OllamaBackend:
-    """A running Ollama server's /api/chat (temperature 0)."""
-
-    def __init__(self, model: str, base_url: str = "http://localhost:11434", timeout: float = 120.0,
-                 context_window: int = 4096, max_tokens: int = 256):
-        self.model, self.url, self.timeout = model, base_url.rstrip("/") + "/api/chat", timeout
-        self.options = {"temperature": 0, "num_ctx": context_window, "num_predict": max_tokens}
-
-    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        options = {**self.options, "temperature": temperature, **({"seed": seed, "top_k": TOP_K} if temperature else {})}
-        answer = post_json(self.url, {"model": self.model, "messages": chat_messages(record, with_answer=False),
-                                      "stream": False, "options": options}, self.timeout, "Ollama")
-        try:
-            return answer["message"]["content"]
-        except (KeyError, TypeError):
-            raise MlxSqlError(f"Ollama answered without a message: {str(answer)[:200]}", self.url) from None
-
-
-class OpenAIBackend:
-    """Any OpenAI-compatible chat server (`/v1/chat/completions`): mlx_lm.server, llama.cpp's server,
-    LM Studio, Ollama's /v1, vLLM. Greedy (temperature 0); the key, if any, comes from the environment."""
-
-    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8080", timeout: float = 120.0,
-                 max_tokens: int = 256, api_key: str | None = None):
-        root = base_url.rstrip("/")
-        self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
-        self.model, self.timeout, self.max_tokens = model, timeout, max_tokens
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        body = {"model": self.model, "messages": chat_messages(record, with_answer=False), "temperature": temperature,
-                "max_tokens": self.max_tokens, "stream": False, **({"seed": seed} if temperature else {})}
-        answer = post_json(self.url, body, self.timeout, "chat server", self.headers)
-        try:
-            return answer["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise MlxSqlError(f"chat server answered without a choice: {str(answer)[:200]}", self.url) from None
-
-
-class LlamaCppSeq2SeqBackend:
-    """An encoder-decoder GGUF (T5) in llama.cpp, fed the very ids MLX sees (llama-cpp-python's `Llama`
-    cannot run an encoder, so this drives llama_encode / llama_decode itself)."""
-
-    def __init__(self, gguf: str, tokenizer: Any, max_tokens: int = 256, context_window: int = 4096):
-        from mlx_sql.models.verify import LlamaCppSeq2Seq
-
-        self.llm = LlamaCppSeq2Seq(gguf, n_ctx=context_window)
-        self.tokenizer, self.max_tokens = tokenizer, max_tokens
-        self.encoder = Encoder(tokenizer, self.llm.start)
-
-    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        out = self.llm.decode_tokens(source_ids(self.encoder, record), self.max_tokens,
-                                     stop=lambda tokens: statement_done(self.tokenizer, tokens),
-                                     temperature=temperature, seed=seed)
-        return self.tokenizer.decode(out, skip_special_tokens=True)
-
-
-class LlamaCppBackend:
-    """A GGUF file through llama-cpp-python.
-
-    Given the model's tokenizer it feeds llama.cpp the very token ids MLX sees (chat template or plain
-    layout, as in training) and decodes itself (`SharedPromptSampler`): greedy answers and sampled ones
-    (retries, voting) share one KV cache, in which the prompt prefix shared with the previous call is kept —
-    a database's schema is computed once, and a question's prompt once for its greedy answer and all its
-    samples. Without a tokenizer it falls back to the chat template stored in the file.
-    """
-
-    def __init__(self, gguf: str, max_tokens: int = 256, context_window: int = 4096, tokenizer: Any = None):
-        from mlx_sql.models.verify import llama_cpp_model
-
-        self.llm = llama_cpp_model(gguf, n_ctx=context_window)
-        self.max_tokens, self.context_window = max_tokens, context_window
-        stat = Path(gguf).stat()  # saved prompt states belong to this very file
-        self.model_id = f"{Path(gguf).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        self.tokenizer = tokenizer
-        self._sampler: Any = None  # the decoding context, made on first use, remade when more rows are asked
-        if tokenizer is not None:
-            self.encoder = Encoder(tokenizer)
-            self.eos = eos_ids(tokenizer) | {self.llm.token_eos()}
-
-    def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
-        if self.tokenizer is None:
-            top_k = TOP_K if temperature > 0 else 1
-            result = self.llm.create_chat_completion(messages=chat_messages(record, with_answer=False),
-                                                     temperature=temperature, top_k=top_k, seed=seed,
-                                                     max_tokens=self.max_tokens)
-            return result["choices"][0]["message"]["content"] or ""
-        return self.generate_many(record, [seed], temperature)[0]
-
-    def generate_many(self, record: dict[str, Any], seeds: Sequence[int], temperature: float) -> list[str]:
-        """One answer per seed (the argmax at temperature 0), decoded together as rows of one batch over one
-        computation of the prompt (result voting)."""
-        if self.tokenizer is None:
-            return [self.generate(record, temperature, seed) for seed in seeds]
-        from mlx_sql.models.llama_cpp_batch import SharedPromptSampler
-
-        prefix, question = prompt_ids(self.encoder, record)
-        if self._sampler is None or self._sampler.max_rows < len(seeds):
-            if self._sampler is not None:
-                self._sampler.close()
-            rows = max(len(seeds), 8)
-            self._sampler = SharedPromptSampler(self.llm, rows, self.context_window + rows * self.max_tokens,
-                                                model_id=self.model_id)
-        rows = self._sampler.sample([*prefix, *question], seeds, temperature, self.max_tokens,
-                                    lambda tokens: statement_done(self.tokenizer, tokens), self.eos, len(prefix))
-        return [self.tokenizer.decode(tokens) for tokens in rows]
