@@ -215,7 +215,7 @@ def test_ctrl_c_during_eval_is_one_line_and_resume_finishes(scratch, tmp_path):
     recipe.write_text((scratch / "shop.toml").read_text().replace('sqlite = "shop.sqlite"\npairs = "pairs.csv"\n'
                                                                   'dev_fraction = 0.2\n', f'path = "{MINISPIDER}"\n'))
     proc = subprocess.Popen([sys.executable, "-m", "mlx_sql", "eval", "--recipe", str(recipe), "--out", str(out),
-                             "--max-examples", "40"], cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--max-examples", "80"], cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     deadline = time.time() + 240
     predictions = out / "predictions.jsonl"
@@ -226,9 +226,9 @@ def test_ctrl_c_during_eval_is_one_line_and_resume_finishes(scratch, tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and [line for line in stderr.splitlines() if line.strip()][-1].startswith(
         "interrupted")
-    resumed = mlx_sql("eval", "--recipe", recipe, "--out", out, "--max-examples", "40", "--resume", cwd=scratch)
+    resumed = mlx_sql("eval", "--recipe", recipe, "--out", out, "--max-examples", "80", "--resume", cwd=scratch)
     assert resumed.returncode == 0, resumed.stderr
-    assert len((out / "per_example.jsonl").read_text().splitlines()) == 40
+    assert len((out / "per_example.jsonl").read_text().splitlines()) == 80
 
 
 def test_the_data_build_report_has_no_markup_and_ask_shows_what_the_model_wrote(scratch, tmp_path):

@@ -240,3 +240,24 @@ def test_mlx_keeps_a_schema_prefix_on_disk_for_the_next_process(tiny_model, tmp_
     assert third.generate(record) == greedy and len(calls) == len(model.layers)  # damaged: computed afresh
     other = MLXBackend(model, tok, 12, state_id="another adapter")
     assert other._state_file(first.encoder.encode({**record, "output": ""}).prefix) != saved
+
+
+def test_training_split_sampling_keeps_the_first_correct_candidate(tmp_path):
+    """retry_until = "correct" with eval.samples: the K candidates come in one go, the first right one is kept."""
+    from test_eval_retry import _gold_on_second_sample
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n[eval]\nsplit = "train"\n')
+    golds = {q.question: q.query for q in load_benchmark(MINISPIDER).questions("train")}
+    server = loopback_server(_gold_on_second_sample(golds))
+    url = f'ollama.base_url="http://127.0.0.1:{server.server_port}"'
+    try:
+        report = evaluate_model(load_recipe(recipe, [url, "eval.retries=4", 'eval.retry_until="correct"',
+                                                     "eval.samples=3"]),
+                                tmp_path / "c", "c", backend="ollama", model_name="m", max_examples=2)
+    finally:
+        server.shutdown()
+    assert report.summary["all"]["execution_accuracy"] == 100.0
+    predictions = [json.loads(line) for line in (tmp_path / "c" / "predictions.jsonl").read_text().splitlines()]
+    assert [[c["correct"] for c in p["candidates"]] for p in predictions] == [[False, False, True]] * 2
+    assert [p["sql"] for p in predictions] == [golds[s.question] for s in report.scored]
