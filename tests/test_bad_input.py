@@ -120,6 +120,7 @@ def test_unwritable_outputs_are_one_line_before_any_loading(scratch, readonly, t
         ("eval", "--adapter", adapter, "--out", readonly / "res"),
         ("fuse", "--adapter", adapter, "--out", readonly / "fused"),
         ("export", "gguf", "--lora-only", "--model", adapter, "--out", readonly / "a.gguf"),
+        ("import-gguf", scratch / "shop.sqlite", "--out", readonly / "imp"),
     ]
     for args in cases:
         result = mlx_sql(*args, cwd=scratch)

@@ -46,7 +46,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_recipe, tmp_pat
     result = launch(2, "train", one.source, *sets(*common, "train.grad_accumulation=2",
                                                  f'train.adapter_dir="{two}"'))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("trained 4 steps") == 1  # rank 0 alone reports
+    assert result.stdout.count("trained 4 steps on 2 processes") == 1  # rank 0 alone reports, and says so
+    assert "data-parallel: 2 processes" in result.stdout
+    assert {json.loads(line)["world_size"] for line in (two / "metrics.jsonl").read_text().splitlines()} == {2}
     np.testing.assert_allclose(losses(two), losses(one.adapter_dir), rtol=1e-4)
     a, b = weights(one.adapter_dir), weights(two)
     for name in a:
