@@ -103,7 +103,9 @@ def main() -> None:
             if row.startswith("| ") and not row.startswith(("| checkout", f"| {args.label} |")):
                 kept.append(row)
         body = ("One-shot `mlx-sql ask` with recipes/qwen2.5-coder-0.5b.toml on one Spider database (`concert_singer`, "
-                f"\"{args.question}\"), caches warm (the GGUF assembled, the MLX import done). Seconds; written by "
+                f"\"{args.question}\"), after one warm-up run of the same command: the GGUF assembled, the MLX import "
+                "done and — in checkouts that save them — the database's schema prefix on disk (a first ask on a "
+                "new database computes it once: ~4.4 s of the llama.cpp row here). Seconds; written by "
                 "`benchmarks/ask_latency.py` (`--code DIR --label NAME` measures another checkout).\n\n"
                 "| checkout | backend | `ask --sql-only` | `ask` (with rows) | phases, in one process |\n|---|---|---:|---:|---|\n"
                 + "\n".join(kept + lines))

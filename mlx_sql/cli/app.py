@@ -52,6 +52,14 @@ def refuse_overwrite(existing: Path, overwrite: bool, alternatives: str) -> None
                           existing.parent)
 
 
+def in_range(value, flag: str, low: float, high: float | None = None):
+    """A numeric option inside its range, else one line naming it (typer's own range errors are a box)."""
+    if value is not None and (value < low or (high is not None and value > high)):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise MlxSqlError(f"{flag} must be {bound} (got {value:g})")
+    return value
+
+
 SetOption = typer.Option(None, "--set", help="Override a recipe value, e.g. --set train.lr=1e-4 (repeatable).")
 
 
@@ -210,9 +218,9 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
 @app.command()
 def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
          overrides: Optional[List[str]] = SetOption,
-         machines: Optional[int] = typer.Option(None, "--machines", min=1, max=1024, help="Also plan a data-parallel run on N "
+         machines: Optional[int] = typer.Option(None, "--machines", help="Also plan a data-parallel run on N "
                                                 "machines (mlx.launch -n N): per-rank memory, batch, all-reduce."),
-         machine_gb: Optional[List[float]] = typer.Option(None, "--machine-gb", min=0.5, max=100000, help="Memory of each of those "
+         machine_gb: Optional[List[float]] = typer.Option(None, "--machine-gb", help="Memory of each of those "
                                                           "machines in GB (repeatable; default: 8 and 16 GB Macs).")
          ) -> None:
     """Predict the run's peak memory before loading anything, with a verdict and what would make it fit."""
@@ -220,6 +228,9 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.doctor import gigabytes
     from mlx_sql.train.plan import GB, make_plan, refuse_eval_only
 
+    in_range(machines, "--machines", 1)
+    for size in machine_gb or []:
+        in_range(size, "--machine-gb", 0.001, 100_000)
     cfg = load_recipe(recipe, overrides or [])
     refuse_eval_only(cfg)
     estimate, verdicts, advice = make_plan(cfg)
@@ -281,8 +292,8 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              model: Optional[str] = typer.Option(None, "--model", help="Ollama model name or GGUF file for "
                                                   "the ollama / llamacpp backends."),
              resume: bool = typer.Option(False, "--resume", help="Keep predictions.jsonl and answer only the rest."),
-             max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Only the first N questions."),
-             sample: Optional[int] = typer.Option(None, "--sample", min=1, help="A seeded random N questions, spread "
+             max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Only the first N questions."),
+             sample: Optional[int] = typer.Option(None, "--sample", help="A seeded random N questions, spread "
                                                   "over the split's databases (seed: the recipe's data.seed, 0 "
                                                   "with --predictions)."),
              db: Optional[List[str]] = typer.Option(None, "--db", help="Only these databases (repeatable)."),
@@ -292,7 +303,7 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
              split: str = typer.Option("dev", "--split", help="Which split --predictions answers."),
              out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default results/<name>)."),
              name: Optional[str] = typer.Option(None, "--name", help="Run name in reports."),
-             timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per query (--predictions)."),
+             timeout: float = typer.Option(10.0, "--timeout", help="Seconds per query (--predictions)."),
              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
              compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Two report folders: baseline "
                                                           "then candidate (give --compare twice)."),
@@ -304,6 +315,9 @@ def eval_cmd(adapter: Optional[Path] = typer.Option(None, "--adapter", help="Tra
     from mlx_sql.recipe import plain_name
     from mlx_sql.recipe import load_recipe
 
+    in_range(max_examples, "--max-examples", 1)
+    in_range(sample, "--sample", 1)
+    in_range(timeout, "--timeout", 0.1, 3600)
     if compare:
         if len(compare) != 2:
             raise MlxSqlError("--compare needs two report folders: --compare BASELINE --compare CANDIDATE")
@@ -417,7 +431,7 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
                       name: Optional[str] = typer.Option(None, "--name", help="Ollama model name."),
                       tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Model folder with the "
                                                                "tokenizer (default: the GGUF's folder)."),
-                      num_ctx: Optional[int] = typer.Option(None, "--num-ctx", min=256, max=1048576, help="Context window for Ollama "
+                      num_ctx: Optional[int] = typer.Option(None, "--num-ctx", help="Context window for Ollama "
                                                             "(default: the adapter recipe's [ollama] context_window)."),
                       create: bool = typer.Option(True, help="Run `ollama create` when ollama is on PATH."),
                       overwrite: bool = typer.Option(False, "--overwrite", help="Replace a Modelfile already beside "
@@ -428,6 +442,7 @@ def export_ollama_cmd(gguf: Path = typer.Option(..., "--gguf", help="The GGUF fi
     from mlx_sql.export.ollama import write_modelfile
     from mlx_sql.fileio import output_file
 
+    in_range(num_ctx, "--num-ctx", 256, 1_048_576)
     if not gguf.is_file():
         raise MlxSqlError("GGUF file not found", gguf)
     output_file(gguf.parent / "Modelfile", overwrite)
@@ -477,11 +492,12 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
         model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
         sql_only: bool = typer.Option(False, "--sql-only", help="Print the SQL; do not run it."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per answer (for scripts)."),
-        rows: int = typer.Option(20, "--rows", min=0, help="Rows to show (the count is always shown)."),
+        rows: int = typer.Option(20, "--rows", help="Rows to show (the count is always shown)."),
         overrides: Optional[List[str]] = SetOption) -> None:
     """Ask your own database a question: SQL from the model, checked, run read-only, rows shown."""
     import json as json_module
 
+    in_range(rows, "--rows", 0)
     with console.status("loading the model"):
         asker = _asker_options(db, adapter, recipe, gguf, backend, model, overrides)
 
@@ -544,7 +560,7 @@ def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opene
           backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai."),
           model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
-          port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free one)."),
+          port: int = typer.Option(8000, "--port", help="Port (0: any free one)."),
           overrides: Optional[List[str]] = SetOption) -> None:
     """Ask your database in a local web page: SQL, rows, chart, CSV, history; a JSON API for scripts."""
     try:
@@ -553,6 +569,7 @@ def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opene
         raise MlxSqlError("serve needs the server extra: pip install 'mlx-sql[serve]' (make setup installs it)") from None
     from mlx_sql.serve.history import History
 
+    in_range(port, "--port", 0, 65535)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: anyone who can reach this machine on port {port} can query the "
               "database through the model", file=sys.stderr)

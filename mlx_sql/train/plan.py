@@ -275,7 +275,7 @@ def machine_memory() -> float:
         gb = float(override)
     except ValueError:
         gb = float("nan")
-    if not 0.5 <= gb <= 100_000:
+    if not 0 < gb <= 100_000:
         raise MlxSqlError(f"MLX_SQL_MEMORY_GB={override!r}: expected a machine's memory in GB, e.g. 8 or 16")
     return gb * GB
 
