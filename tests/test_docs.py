@@ -44,12 +44,18 @@ def mlx_sql_commands() -> list[tuple[str, int, list[str]]]:
     found = []
     for path in DOCS:
         for n, line in code_lines(path):
-            for part in re.split(r"&&|;|\|", line):
-                words = shlex.split(part.strip(), posix=True) if part.strip() else []
-                if words[:1] == [".venv/bin/mlx-sql"]:
-                    words[0] = "mlx-sql"
-                if words[:1] == ["mlx-sql"]:
-                    found.append((f"{path.name}:{n}", n, words[1:]))
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)  # quotes kept whole, operators apart
+            lexer.whitespace_split = True
+            tokens, words = list(lexer), []
+            for token in [*tokens, ";"]:
+                if token in ("&&", ";", "|", "||", ">", "<<", "&"):
+                    if words[:1] == [".venv/bin/mlx-sql"]:
+                        words[0] = "mlx-sql"
+                    if words[:1] == ["mlx-sql"]:
+                        found.append((f"{path.name}:{n}", n, words[1:]))
+                    words = []
+                else:
+                    words.append(token)
     return found
 
 
