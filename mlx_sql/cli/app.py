@@ -168,10 +168,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.recipe import load_recipe
     from mlx_sql.train.trainer import train as run_training
 
-    cfg = load_recipe(recipe, overrides or [])
     from mlx_sql.train.plan import refuse_eval_only
 
-    refuse_eval_only(cfg)  # before building data: that would load the model's tokenizer
+    refuse_eval_only(load_recipe(recipe, overrides or [], check_data=False))  # an eval-only model: said first
+    cfg = load_recipe(recipe, overrides or [])
     from mlx_sql.fileio import check_writable
 
     check_writable(cfg.adapter_dir)  # before loading anything: a read-only folder is found in a second
@@ -231,8 +231,8 @@ def plan(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     in_range(machines, "--machines", 1)
     for size in machine_gb or []:
         in_range(size, "--machine-gb", 0.001, 100_000)
+    refuse_eval_only(load_recipe(recipe, overrides or [], check_data=False))  # an eval-only model: said first
     cfg = load_recipe(recipe, overrides or [])
-    refuse_eval_only(cfg)
     estimate, verdicts, advice = make_plan(cfg)
     table = Table(title=f"memory plan for {cfg.name}")
     table.add_column("part")
