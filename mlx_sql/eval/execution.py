@@ -92,6 +92,15 @@ class Executor:
             # spawn, not fork: forking a process whose MLX/OpenBLAS threads are busy can deadlock it
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_ignore_interrupts)
+            # start the workers with Ctrl-C blocked from their first instruction (a blocked signal stays blocked
+            # across fork and exec; their initializer then ignores it): one arriving while a worker still imports
+            # would otherwise print its traceback. Here it waits, blocked, and is raised once they have started.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                for started in [self._pool.submit(time.sleep, 0.01) for _ in range(self.workers)]:
+                    started.result()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return self._pool
 
     def run(self, db_path: str | Path, sql: str) -> ExecResult:
