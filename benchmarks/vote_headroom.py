@@ -53,14 +53,6 @@ def retried(cands: list[dict], retries: int = 4) -> bool:
     return bool(cands[0].get("correct"))
 
 
-def voted(cands: list[dict], k: int, prefer_nonempty: bool) -> bool:
-    from mlx_sql.eval.vote import winner
-
-    first = cands[:k]
-    best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
-    return bool(first[0 if best is None else best].get("correct"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER of a report with candidates")
@@ -70,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlx_sql.eval.report import sign_test
+    from mlx_sql.eval.vote import vote_is_right as voted
 
     lines = []
     for spec in args.run:

@@ -149,12 +149,15 @@ def headroom(answers: Sequence[Sequence[dict[str, Any]]], ks: Sequence[int], pre
     Where none of the first k ran, vote@k counts the greedy answer, as voting without retries would."""
     out: dict[int, dict[str, float]] = {}
     for k in ks:
-        passed = voted = 0
-        for cands in answers:
-            first = list(cands[:k])
-            passed += any(c.get("correct") for c in first)
-            best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
-            voted += bool(first[0 if best is None else best].get("correct"))
+        passed = sum(any(c.get("correct") for c in cands[:k]) for cands in answers)
+        voted = sum(vote_is_right(cands, k, prefer_nonempty) for cands in answers)
         n = max(len(answers), 1)
         out[k] = {"pass": 100 * passed / n, "vote": 100 * voted / n}
     return out
+
+
+def vote_is_right(candidates: Sequence[dict[str, Any]], k: int, prefer_nonempty: bool = True) -> bool:
+    """Whether voting over the first k recorded candidates picks a right one (the greedy answer where none ran)."""
+    first = list(candidates[:k])
+    best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
+    return bool(first[0 if best is None else best].get("correct"))
