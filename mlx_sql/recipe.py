@@ -178,6 +178,31 @@ class OpenAIConfig:
     timeout: float = _opt(120.0, min=1.0)
 
 
+SYNTH_SOURCES = ("templates", "model")
+
+
+@dataclass
+class SynthConfig:
+    per_db: int = _opt(200, min=1, max=100_000, doc="question/SQL pairs to keep per database")
+    attempts: int = _opt(20, min=1, max=1000, doc="candidates tried per pair wanted, at most (a database that fits "
+                         "few shapes stops there)")
+    minutes: float | None = _opt(None, min=0.1, doc="stop after this many minutes (what was kept is kept)")
+    sources: list[str] = _opt(["templates", "model"], doc="where queries come from, taken in turn: `templates` (query "
+                              "shapes filled with the database's columns and stored values) and `model` (the teacher "
+                              "writes one from the schema and sample rows)")
+    check: str = _opt("roundtrip", choices=("roundtrip", "none"),
+                      doc="keep a pair only where a model's answer to its question returns the same result "
+                      "(`roundtrip`), or keep every question written (`none`)")
+    teacher: str | None = _opt(doc="a recipe whose model writes the SQL and the questions (default: this recipe's)",
+                               is_input_path=True)
+    backend: str | None = _opt(choices=BACKENDS, doc="the teacher's backend (default: eval.backend)")
+    temperature: float = _opt(0.8, min=0.05, max=2.0, doc="sampling temperature of the teacher's queries")
+    split: str = _opt("dev", choices=("train", "dev"), doc="with data.path (a benchmark folder): whose databases to "
+                      "synthesize on — their schemas and contents only, never their questions")
+    databases: list[str] = _opt([], doc="only these db_ids (default: all of them)")
+    out_dir: str | None = _opt(doc="where pairs.jsonl and the report go (default synth/<recipe name>)")
+
+
 @dataclass
 class Recipe:
     name: str
@@ -188,11 +213,16 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     source: Path | None = None
 
     @property
     def data_dir(self) -> Path:
         return Path(self.data.out_dir or Path("data") / self.name)
+
+    @property
+    def synth_dir(self) -> Path:
+        return Path(self.synth.out_dir or Path("synth") / self.name)
 
     @property
     def adapter_dir(self) -> Path:
@@ -207,6 +237,7 @@ class Recipe:
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig,
     "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig, "openai": OpenAIConfig,
+    "synth": SynthConfig,
 }
 MODEL_SOURCES = ("path", "gguf", "ollama", "gguf_package", "gguf_parts")
 EVAL_METRICS = ("exact_set_match", "execution_accuracy", "canonical_match")
@@ -307,7 +338,7 @@ def resolve_input_path(value: str, recipe_path: Path | None) -> Path:
 
 
 def _check_paths(recipe: Recipe, where: str, check_data: bool = True) -> None:
-    for section in ("model", "data"):
+    for section in ("model", "data", "synth"):
         cfg = getattr(recipe, section)
         for f in dataclasses.fields(cfg):
             value = getattr(cfg, f.name)
@@ -339,8 +370,6 @@ def _check_consistency(recipe: Recipe, where: str) -> None:
     if len(given) != 1:
         raise MlxSqlError("[data] needs exactly one of path (a Spider/BIRD folder), sqlite (your own database, with "
                           f"pairs) or train_file (ready JSONL) (found: {', '.join(given) or 'none'})", where)
-    if d.sqlite and not d.pairs:
-        raise MlxSqlError("data.pairs: missing (the question/SQL pairs for data.sqlite: JSONL or CSV)", where)
     bad = [m for m in recipe.eval.metrics if m not in EVAL_METRICS]
     if bad:
         raise MlxSqlError(f"eval.metrics: unknown metric '{bad[0]}'{_did_you_mean(bad[0], EVAL_METRICS)}", where)
@@ -402,6 +431,12 @@ def recipe_from_dict(raw: dict[str, Any], source: Path | None = None, name: str 
     plain_name(run_name, "name", where)
     sections = {s: _build_section(s, cls, raw.get(s, {}), where) for s, cls in SECTIONS.items()}
     recipe = Recipe(name=run_name, source=source, **sections)
+    d = recipe.data
+    if d.sqlite and not d.pairs:  # no pairs of your own: those `mlx-sql synth` writes for this recipe
+        d.pairs = str(recipe.synth_dir / "pairs.jsonl")
+        if check_data and not Path(d.pairs).is_file():
+            raise MlxSqlError(f"data.pairs: missing: name your question/SQL pairs (JSONL or CSV), or write them with "
+                              f"`mlx-sql synth {source or 'RECIPE'}` (into {d.pairs})", where)
     _check_paths(recipe, where, check_data)
     _check_consistency(recipe, where)
     return recipe

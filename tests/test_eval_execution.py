@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mlx_sql.eval.compare import results_match
-from mlx_sql.eval.execution import Executor, execute_here
+from mlx_sql.sandbox import Executor, execute_here
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mlx_sql.data.own_answers import load_own_answers
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
-from mlx_sql.eval.execution import execute_here
+from mlx_sql.sandbox import execute_here
 from mlx_sql.eval.backends import MLXBackend, NaiveMLXBackend
 from mlx_sql.eval.pipeline import eval_records, evaluate_model
 from mlx_sql.eval.retry import retry_until_it_runs

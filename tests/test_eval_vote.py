@@ -10,7 +10,7 @@ from conftest import MINISPIDER, loopback_server
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
-from mlx_sql.eval.execution import execute_here
+from mlx_sql.sandbox import execute_here
 from mlx_sql.eval.backends import MLXBackend
 from mlx_sql.eval.pipeline import eval_records, evaluate_model
 from mlx_sql.eval.vote import headroom, vote_on_record, winner

@@ -21,7 +21,7 @@ from mlx_sql.cli.ui import console, progress_bar
 from mlx_sql.errors import MlxSqlError
 
 # `mlx-sql --help` lists the commands in the order a person uses them
-WORKFLOW = ("recipe", "data", "plan", "train", "eval", "fuse", "export", "ask", "serve", "mcp", "import-gguf",
+WORKFLOW = ("recipe", "synth", "data", "plan", "train", "eval", "fuse", "export", "ask", "serve", "mcp", "import-gguf",
             "demo", "doctor")
 
 
@@ -95,6 +95,47 @@ def recipe_check(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     from mlx_sql.recipe import dump_recipe, load_recipe
 
     console.print(dump_recipe(load_recipe(recipe, overrides or []), show_unset=True), markup=False, highlight=False)
+
+
+@app.command()
+def synth(recipe: Path = typer.Argument(..., help="Recipe TOML file: its [data] databases, its [synth] settings."),
+          per_db: Optional[int] = typer.Option(None, "--per-db", help="Pairs to keep per database (synth.per_db)."),
+          minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop after this many minutes "
+                                                  "(synth.minutes); what was kept is kept."),
+          teacher: Optional[Path] = typer.Option(None, "--teacher", help="A recipe whose model writes the SQL and "
+                                                 "the questions (synth.teacher; default: this recipe's model)."),
+          backend: Optional[str] = typer.Option(None, "--backend", help="The teacher's backend: mlx, llamacpp, "
+                                                "ollama or openai (synth.backend; default: eval.backend)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in synth.out_dir where it stopped."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Start again over an earlier run's files."),
+          overrides: Optional[List[str]] = SetOption) -> None:
+    """Write verified question/SQL pairs for your databases, with no pairs as input."""
+    from mlx_sql.recipe import load_recipe
+    from mlx_sql.synth.run import run_synthesis
+
+    in_range(per_db, "--per-db", 1)
+    in_range(minutes, "--minutes", 0.1)
+    sets = [*(overrides or []), *([f"synth.per_db={per_db}"] if per_db else []),
+            *([f"synth.minutes={minutes}"] if minutes else []),
+            *([f'synth.teacher="{teacher}"'] if teacher else []), *([f'synth.backend="{backend}"'] if backend else [])]
+    cfg = load_recipe(recipe, sets, check_data=False)
+    with progress_bar("pairs kept") as (progress, task):
+        report = run_synthesis(cfg, resume, overwrite, on_start=lambda n: progress.update(task, total=n),
+                               on_kept=lambda db, n: progress.advance(task, n))
+    summary = report.to_json()
+    table = Table(title=f"{report.kept} pairs in {summary['minutes']:.1f} minutes ({report.stopped})")
+    for name in ("database", "tried", "kept", "easy", "medium", "hard", "extra", "most dropped as"):
+        table.add_column(name, justify="left" if name in ("database", "most dropped as") else "right")
+    for d in [*report.databases, None]:
+        row = summary["all"] if d is None else d.to_json()
+        dropped = sorted(((n, k) for k, n in row["outcomes"].items() if k != "kept"), reverse=True)[:2]
+        table.add_row(row["db_id"], str(row["tried"]), str(row["kept"]),
+                      *(str(row["hardness"].get(level, 0)) for level in ("easy", "medium", "hard", "extra")),
+                      ", ".join(f"{k} {n}" for n, k in dropped))
+    console.print(table)
+    uses = (f"`mlx-sql train {recipe}` trains on them" if Path(cfg.data.pairs or "").resolve() ==
+            Path(summary["pairs"]).resolve() else f'train on them with [data] pairs = "{summary["pairs"]}"')
+    console.print(Text(f"wrote {summary['pairs']} (report: {report.out / 'report.json'}); {uses}"), highlight=False)
 
 
 @data_app.command("build")

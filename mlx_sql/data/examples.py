@@ -15,7 +15,8 @@ from mlx_sql.data.benchmark import Question
 QUESTION_HEADER = "### Question ###"
 EVIDENCE_HEADER = "### Evidence ###"
 VALUES_HEADER = "### Values ###"  # the database's values the question names (data.question_values)
-SEGMENT_HEADERS = (VALUES_HEADER, QUESTION_HEADER)  # a database's shared prompt prefix ends at the first of these
+SQL_HEADER = "### SQL ###"  # a query a model is asked to write the question for (mlx-sql synth)
+SEGMENT_HEADERS = (VALUES_HEADER, QUESTION_HEADER, SQL_HEADER)  # a database's shared prompt prefix ends at the first
 RECORD_KEYS = ("instruction", "input", "output")
 
 # For tokenizers without a chat template (base models): an Alpaca-style layout.

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_sql.data.examples import QUESTION_HEADER
+from mlx_sql.data.schema import Schema, schema_from_tables_json
 from mlx_sql.data.tables_json import tables_entry
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_json
 from mlx_sql.recipe import DataConfig
-from mlx_sql.sqlite import open_readonly
+from mlx_sql.sqlite import open_readonly, reading
 
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
@@ -67,6 +68,16 @@ def find_databases(spec: str | Path) -> dict[str, Path]:
             raise MlxSqlError(f"two databases named '{f.stem}' ({out[f.stem].name}, {f.name})", path)
         out[f.stem] = f.resolve()
     return out
+
+
+def read_schema(db_id: str, path: Path) -> Schema:
+    """A user's database's schema from its own catalogue (read-only; a damaged file is a one-line error)."""
+    conn = open_readonly(path)
+    try:
+        with reading(path):
+            return schema_from_tables_json(tables_entry(db_id, conn), path)
+    finally:
+        conn.close()
 
 
 def _question_of(text: str) -> str:
@@ -134,7 +145,7 @@ def read_pairs(path: str | Path, databases: dict[str, Path]) -> list[Pair]:
 def check_gold(pairs: list[Pair], databases: dict[str, Path], path: Path,
                timeout: float = 10.0) -> tuple[list[Pair], list[str]]:
     """Run every gold query read-only (the evaluator's sandbox); (pairs that ran, "file:line: error")."""
-    from mlx_sql.eval.execution import execute_here
+    from mlx_sql.sandbox import execute_here
 
     ok, failed = [], []
     for pair in pairs:

@@ -14,17 +14,15 @@ from typing import Any
 
 from mlx_sql.data.benchmark import Question
 from mlx_sql.data.examples import make_record
-from mlx_sql.data.own import find_databases
+from mlx_sql.data.own import find_databases, read_schema
 from mlx_sql.data.pruning import PromptSchemas, token_counter
-from mlx_sql.data.schema import schema_from_tables_json
-from mlx_sql.data.tables_json import tables_entry
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.eval.execution import Executor
 from mlx_sql.eval.extract import extract_sql
 from mlx_sql.eval.retry import retry_until_it_runs
 from mlx_sql.eval.vote import vote_on_record
 from mlx_sql.recipe import Recipe
-from mlx_sql.sqlite import open_readonly, reading
+from mlx_sql.sandbox import Executor
+from mlx_sql.sqlite import reading
 from mlx_sql.sqltools import parse_sqlite
 
 ROW_CAP = 10_000
@@ -65,12 +63,7 @@ class Asker:
         (self.db_id, self.db_path), *more = find_databases(db).items()
         if more or Path(db).is_dir():
             raise MlxSqlError("ask needs one database file, not a folder", db)
-        conn = open_readonly(self.db_path)
-        try:
-            with reading(self.db_path):
-                self.schema = schema_from_tables_json(tables_entry(self.db_id, conn), self.db_path)
-        finally:
-            conn.close()
+        self.schema = read_schema(self.db_id, self.db_path)
         if not self.schema.tables:
             raise MlxSqlError("the database has no tables", self.db_path)
         self.recipe = recipe

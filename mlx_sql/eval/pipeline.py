@@ -219,7 +219,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                    keep: Callable[[Question], bool] | None = None, sample: int | None = None) -> EvalReport:
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
     from mlx_sql.eval.extract import extract_sql
-    from mlx_sql.eval.execution import Executor
+    from mlx_sql.sandbox import Executor
     from mlx_sql.eval.normalize import remove_distinct
     from mlx_sql.eval.retry import retry_until, runs
     from mlx_sql.eval.scoring import gold_match, score_one

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mlx_sql.eval.execution import ExecResult
+from mlx_sql.sandbox import ExecResult
 from mlx_sql.eval.extract import extract_sql
 
 Generate = Callable[..., str]  # (record, temperature=, seed=) -> model text, as every backend's `generate`

@@ -13,7 +13,7 @@ from mlx_sql.data.benchmark import Benchmark, Question
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.compare import results_match
 from mlx_sql.eval.exact_set import exact_set_match
-from mlx_sql.eval.execution import ExecResult, Executor
+from mlx_sql.sandbox import ExecResult, Executor
 from mlx_sql.eval.hardness import LEVELS, hardness
 from mlx_sql.eval.normalize import canonical, has_order_by, remove_distinct
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mlx_sql.eval.compare import results_match
-from mlx_sql.eval.execution import ExecResult
+from mlx_sql.sandbox import ExecResult
 from mlx_sql.eval.extract import extract_sql
 
 Run = Callable[[str], ExecResult]

@@ -1,4 +1,4 @@
-"""Run untrusted SQL (model predictions) on benchmark databases without risk.
+"""Run untrusted SQL (model predictions, synthesized queries) on databases without risk.
 
 Every query runs in a worker process on a read-only connection (`mode=ro`,
 `PRAGMA query_only`), with an authorizer that refuses ATTACH, DETACH, writes,

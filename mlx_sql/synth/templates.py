@@ -1,0 +1,324 @@
+"""SQL from structure templates, instantiated on one database.
+
+Each template is a Spider-style query shape (a filter, a join along a foreign key, GROUP BY/HAVING, ORDER BY
+LIMIT, nested IN/NOT IN, a set operation) filled with columns of a compatible kind and values read from the
+database as stored. The shapes cover Spider's hardness levels; a level is drawn first (`LEVEL_WEIGHTS`), then
+one of its templates that this database can fill. Written here from the clause mix of text-to-SQL benchmarks,
+not copied from any benchmark's queries, so they work on any SQLite file.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from mlx_sql.sqlite import quote_identifier as q
+from mlx_sql.synth.profile import ColumnProfile, DatabaseProfile, TableProfile
+
+LEVEL_WEIGHTS = {"easy": 0.2, "medium": 0.35, "hard": 0.25, "extra": 0.2}
+NAME_HINTS = ("name", "title", "label", "description")
+
+
+def literal(value) -> str:
+    """A value as an SQL literal, spelled exactly as stored."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def label(table: TableProfile, rng: random.Random, avoid: ColumnProfile | None = None) -> ColumnProfile | None:
+    """A column that names a row for a person (names, titles), else any shown text or number column."""
+    texts = [c for c in table.of_kind("text", "date") if c is not avoid]
+    named = [c for c in texts if any(h in c.name.lower() for h in NAME_HINTS)]
+    pool = named or texts or [c for c in table.of_kind("number") if c is not avoid]
+    return rng.choice(pool) if pool else None
+
+
+class Draw:
+    """Random choices over one database's profile; each returns None where the database has nothing to fit."""
+
+    def __init__(self, profile: DatabaseProfile, rng: random.Random):
+        self.p, self.rng = profile, rng
+        self.tables = [t for t in profile.tables if t.rows > 0]
+
+    def table(self, need: Callable[[TableProfile], bool] = lambda t: True) -> TableProfile | None:
+        fitting = [t for t in self.tables if need(t)]
+        return self.rng.choice(fitting) if fitting else None
+
+    def column(self, table: TableProfile, *kinds: str, avoid: ColumnProfile | None = None,
+               categorical: bool = False) -> ColumnProfile | None:
+        pool = [c for c in table.of_kind(*kinds) if c is not avoid and (c.categorical or not categorical)]
+        return self.rng.choice(pool) if pool else None
+
+    def value(self, column: ColumnProfile):
+        return self.rng.choice(column.values)
+
+    def join(self) -> tuple[TableProfile, str, TableProfile, str] | None:
+        """A foreign key (child table, its column, parent table, its column) between two non-empty tables."""
+        joins = self.p.joins
+        if not joins:
+            return None
+        child, fk, parent, pk = self.rng.choice(joins)
+        return self.p.table(child), fk, self.p.table(parent), pk
+
+    def chain(self) -> list[tuple[TableProfile, str, TableProfile, str]] | None:
+        """Two foreign keys that meet at a table: t1 -> t2 and t3 -> t2, or t1 -> t2 -> t3."""
+        joins = self.p.joins
+        pairs = [(a, b) for a in joins for b in joins if a != b and {a[0].lower(), a[2].lower()} & {b[0].lower(), b[2].lower()}
+                 and len({a[0].lower(), a[2].lower(), b[0].lower(), b[2].lower()}) == 3]
+        if not pairs:
+            return None
+        a, b = self.rng.choice(pairs)
+        return [(self.p.table(x[0]), x[1], self.p.table(x[2]), x[3]) for x in (a, b)]
+
+
+# Each template: Draw -> SQL or None. Names say the shape; levels are what Spider's hardness usually gives it.
+
+def select_column(d: Draw) -> str | None:
+    t = d.table()
+    c = t and label(t, d.rng)
+    return c and f"SELECT {'DISTINCT ' if c.categorical else ''}{q(c.name)} FROM {q(t.name)}"
+
+
+def count_rows(d: Draw) -> str | None:
+    t = d.table()
+    return t and f"SELECT count(*) FROM {q(t.name)}"
+
+
+def filter_equal(d: Draw) -> str | None:
+    t = d.table(lambda t: len(t.of_kind("text")) >= 1)
+    f = t and d.column(t, "text")
+    c = f and label(t, d.rng, avoid=f)
+    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))}"
+
+
+def filter_number(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("number")))
+    n = t and d.column(t, "number")
+    c = n and label(t, d.rng, avoid=n)
+    op = d.rng.choice([">", "<", ">=", "<="])
+    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} {literal(d.value(n))}"
+
+
+def aggregate(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("number")))
+    n = t and d.column(t, "number")
+    if not n:
+        return None
+    funcs = d.rng.sample(["max", "min", "avg", "sum"], d.rng.choice([1, 2]))
+    return f"SELECT {', '.join(f'{f}({q(n.name)})' for f in funcs)} FROM {q(t.name)}"
+
+
+def count_filter(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("text", "number")))
+    f = t and d.column(t, "text", "number", categorical=True)
+    return f and f"SELECT count(*) FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))}"
+
+
+def top_one(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("number", "date")))
+    n = t and d.column(t, "number", "date")
+    c = n and label(t, d.rng, avoid=n)
+    return c and f"SELECT {q(c.name)} FROM {q(t.name)} ORDER BY {q(n.name)} {d.rng.choice(['DESC', 'ASC'])} LIMIT 1"
+
+
+def group_count(d: Draw) -> str | None:
+    t = d.table()
+    g = t and d.column(t, "text", "number", categorical=True)
+    return g and f"SELECT {q(g.name)}, count(*) FROM {q(t.name)} GROUP BY {q(g.name)}"
+
+
+def group_aggregate(d: Draw) -> str | None:
+    t = d.table()
+    g = t and d.column(t, "text", categorical=True)
+    n = g and d.column(t, "number", avoid=g)
+    f = d.rng.choice(["avg", "max", "min", "sum"])
+    return n and f"SELECT {q(g.name)}, {f}({q(n.name)}) FROM {q(t.name)} GROUP BY {q(g.name)}"
+
+
+def group_top(d: Draw) -> str | None:
+    t = d.table()
+    g = t and d.column(t, "text", "number", categorical=True)
+    return g and (f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} ORDER BY count(*) "
+                  f"{d.rng.choice(['DESC', 'ASC'])} LIMIT 1")
+
+
+def order_limit(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("number")))
+    n = t and d.column(t, "number")
+    c = n and label(t, d.rng, avoid=n)
+    return c and (f"SELECT {q(c.name)}, {q(n.name)} FROM {q(t.name)} ORDER BY {q(n.name)} "
+                  f"{d.rng.choice(['DESC', 'ASC'])} LIMIT {d.rng.choice([3, 5])}")
+
+
+def two_filters(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("text")) and bool(t.of_kind("number")))
+    f = t and d.column(t, "text")
+    n = f and d.column(t, "number")
+    c = n and label(t, d.rng, avoid=f)
+    joiner = d.rng.choice(["AND", "OR"])
+    return c and (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))} {joiner} "
+                  f"{q(n.name)} {d.rng.choice(['>', '<'])} {literal(d.value(n))}")
+
+
+def like_filter(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("text")))
+    f = t and d.column(t, "text")
+    words = [w for v in (f.values if f else []) for w in str(v).split() if len(w) >= 4 and w.isalpha()]
+    c = words and label(t, d.rng)
+    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} LIKE {literal('%' + d.rng.choice(words) + '%')}"
+
+
+def join_filter(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    if d.rng.random() < 0.5:  # show the child, filter on the parent; or the other way round
+        shown, filtered, s_alias, f_alias = child, parent, "T1", "T2"
+    else:
+        shown, filtered, s_alias, f_alias = parent, child, "T2", "T1"
+    c, f = label(shown, d.rng), d.column(filtered, "text", "number")
+    return c and f and (f"SELECT {'DISTINCT ' if shown is parent else ''}{s_alias}.{q(c.name)} FROM {q(child.name)} AS T1 "
+                        f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} "
+                        f"WHERE {f_alias}.{q(f.name)} = {literal(d.value(f))}")
+
+
+def join_select(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    a, b = label(child, d.rng), label(parent, d.rng)
+    return a and b and (f"SELECT T1.{q(a.name)}, T2.{q(b.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
+                        f"ON T1.{q(fk)} = T2.{q(pk)}")
+
+
+def having(d: Draw) -> str | None:
+    t = d.table()
+    g = t and d.column(t, "text", "number", categorical=True)
+    k = d.rng.choice([2, 3, 5])
+    op = d.rng.choice([">=", ">", "<"])
+    return g and f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} HAVING count(*) {op} {k}"
+
+
+def not_in(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c = label(parent, d.rng)
+    word = d.rng.choice(["NOT IN", "IN"])
+    return c and f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} {word} (SELECT {q(fk)} FROM {q(child.name)})"
+
+
+def in_filtered(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c, f = label(parent, d.rng), d.column(child, "text", "number")
+    return c and f and (f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} IN (SELECT {q(fk)} FROM {q(child.name)} "
+                        f"WHERE {q(f.name)} = {literal(d.value(f))})")
+
+
+def above_average(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("number")))
+    n = t and d.column(t, "number")
+    c = n and label(t, d.rng, avoid=n)
+    op = d.rng.choice([">", "<"])
+    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} (SELECT avg({q(n.name)}) FROM {q(t.name)})"
+
+
+def join_group(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c = label(parent, d.rng)
+    return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
+                  f"ON T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)}")
+
+
+def join_top(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c = label(parent, d.rng)
+    return c and (f"SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = "
+                  f"T2.{q(pk)} GROUP BY T1.{q(fk)} ORDER BY count(*) {d.rng.choice(['DESC', 'ASC'])} LIMIT 1")
+
+
+def set_operation(d: Draw) -> str | None:
+    t = d.table(lambda t: bool(t.of_kind("text", "number")))
+    f = t and d.column(t, "text", "number", categorical=True)
+    c = f and label(t, d.rng, avoid=f)
+    if not c or len(f.values) < 2:
+        return None
+    v1, v2 = d.rng.sample(f.values, 2)
+    op = d.rng.choice(["UNION", "INTERSECT", "EXCEPT"])
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v1)} {op} "
+            f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v2)}")
+
+
+def except_join(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c, f = label(parent, d.rng), d.column(child, "text", "number")
+    return c and f and (f"SELECT {q(c.name)} FROM {q(parent.name)} EXCEPT SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 "
+                        f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE T1.{q(f.name)} = "
+                        f"{literal(d.value(f))}")
+
+
+def join_having(d: Draw) -> str | None:
+    j = d.join()
+    if not j:
+        return None
+    child, fk, parent, pk = j
+    c = label(parent, d.rng)
+    k = d.rng.choice([1, 2, 3])
+    return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON "
+                  f"T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)} HAVING count(*) > {k} ORDER BY count(*) DESC")
+
+
+def three_tables(d: Draw) -> str | None:
+    chain = d.chain()
+    if not chain:
+        return None
+    (a, a_col, a_ref, a_ref_col), (b, b_col, b_ref, b_ref_col) = chain
+    # the two keys share a table; name the three tables in join order T1, T2, T3
+    tables = [a, a_ref]
+    third = b if b.name.lower() not in {t.name.lower() for t in tables} else b_ref
+    aliases = {a.name.lower(): "T1", a_ref.name.lower(): "T2", third.name.lower(): "T3"}
+    c, f = label(a, d.rng), d.column(third, "text", "number")
+    if not c or not f:
+        return None
+    on_b = f"{aliases[b.name.lower()]}.{q(b_col)} = {aliases[b_ref.name.lower()]}.{q(b_ref_col)}"
+    return (f"SELECT DISTINCT T1.{q(c.name)} FROM {q(a.name)} AS T1 JOIN {q(a_ref.name)} AS T2 ON T1.{q(a_col)} = "
+            f"T2.{q(a_ref_col)} JOIN {q(third.name)} AS T3 ON {on_b} WHERE T3.{q(f.name)} = {literal(d.value(f))}")
+
+
+TEMPLATES: dict[str, list[Callable[[Draw], str | None]]] = {
+    "easy": [select_column, count_rows, filter_equal, filter_number, aggregate, count_filter, top_one],
+    "medium": [group_count, group_aggregate, group_top, order_limit, two_filters, like_filter, join_filter, join_select],
+    "hard": [having, not_in, in_filtered, above_average, join_group, join_top, set_operation],
+    "extra": [except_join, join_having, three_tables],
+}
+
+
+def template_sql(profile: DatabaseProfile, rng: random.Random, tries: int = 20) -> tuple[str, str] | None:
+    """(template name, SQL) for one draw: a level by LEVEL_WEIGHTS, then a template of it this database fits."""
+    d = Draw(profile, rng)
+    if not d.tables:
+        return None
+    levels, weights = list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values())
+    for _ in range(tries):
+        level = rng.choices(levels, weights)[0]
+        template = rng.choice(TEMPLATES[level])
+        sql = template(d)
+        if sql:
+            return template.__name__, sql
+    return None
