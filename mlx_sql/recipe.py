@@ -55,7 +55,9 @@ class DataConfig:
     sqlite: str | None = _opt(doc="your own SQLite database file, or a folder of them (instead of path)",
                               is_input_path=True)
     pairs: str | None = _opt(doc="question/SQL pairs for `sqlite`: JSONL {question, sql[, db_id]}, the seed format "
-                                 "{instruction, input, output}, or CSV question,sql[,db_id]", is_input_path=True)
+                                 "{instruction, input, output}, or CSV question,sql[,db_id] (default: those `mlx-sql "
+                                 "synth` writes); with `path`, pairs on the benchmark's databases to train on instead "
+                                 "of its questions", is_input_path=True)
     train_file: str | None = _opt(doc="a ready JSONL of {instruction, input, output} records to train on as it is",
                                   is_input_path=True)
     dev_fraction: float = _opt(0.2, min=0.0, max=0.9, doc="own databases: share of pairs held out as the dev split")

@@ -238,3 +238,25 @@ def test_synth_cli_with_an_openai_compatible_teacher_then_data_build_reads_the_p
     finally:
         server.shutdown()
     assert digest(db) == before
+
+
+def test_pairs_synthesized_on_a_benchmarks_databases_train_with_its_schemas(tmp_path, minispider, tiny_model):
+    """A benchmark folder's databases of one split (Spider's dev databases, for the adapted setting): synth reads
+    their schemas and contents, never their questions; data.pairs then replaces the training questions."""
+    from mlx_sql.data.build import build_dataset
+    from mlx_sql.models.tokenizer import load_tokenizer
+
+    path = tmp_path / "r.toml"
+    path.write_text(f'name = "r"\n[model]\npath = "{tiny_model("llama")}"\n[data]\npath = "{minispider}"\n'
+                    f'out_dir = "{tmp_path / "data"}"\nvalid_fraction = 0\nschema_format = "ddl"\n'
+                    f'[synth]\nper_db = 3\nsplit = "dev"\ndatabases = ["clinic", "library"]\n'
+                    f'out_dir = "{tmp_path / "synth"}"\n')
+    report = run_synthesis(load_recipe(path, check_data=False), backend=ScriptedTeacher())
+    assert [d.db_id for d in report.databases] == ["clinic", "library"] and report.kept == 6
+    recipe = load_recipe(path, [f'data.pairs="{tmp_path / "synth" / "pairs.jsonl"}"'])
+    built = build_dataset(recipe, load_tokenizer(recipe.model))
+    assert built.train == 6
+    records = [json.loads(x) for x in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    pairs = [json.loads(x) for x in (tmp_path / "synth" / "pairs.jsonl").read_text().splitlines()]
+    assert sorted(r["output"] for r in records) == sorted(p["sql"] for p in pairs)
+    assert all("CREATE TABLE" in r["input"] and "What is result" in r["input"] for r in records)

@@ -59,6 +59,14 @@ def _percentiles(values: list[int]) -> dict[str, int]:
 def training_questions(bench: Benchmark, cfg: DataConfig) -> list[Question]:
     if cfg.hf_dataset:
         return load_hf_questions(cfg.hf_dataset, cfg.train_split)
+    if cfg.pairs and cfg.path:  # pairs on the benchmark's databases (mlx-sql synth's) instead of its questions
+        from mlx_sql.data.own import check_gold, read_pairs
+
+        files = {db_id: bench.db_path(db_id, cfg.train_split) for db_id in bench.tables_json(cfg.train_split)}
+        pairs, failed = check_gold(read_pairs(cfg.pairs, files), files, Path(cfg.pairs))
+        if not pairs:
+            raise MlxSqlError(f"none of the pairs' queries ran; first: {failed[0]}", cfg.pairs)
+        return [Question(p.db_id, p.question, p.sql, index=i) for i, p in enumerate(pairs)]
     return bench.questions(cfg.train_split)
 
 
