@@ -192,6 +192,10 @@ class SynthConfig:
     sources: list[str] = _opt(["templates", "model"], doc="where queries come from, taken in turn: `templates` (query "
                               "shapes filled with the database's columns and stored values) and `model` (the teacher "
                               "writes one from the schema and sample rows)")
+    questions: str = _opt("model", choices=("model", "template"),
+                          doc="who words the question of a template's query: the teacher, from the SQL (`model`), or "
+                          "the template itself, in stilted but exact words and no model time (`template`); the "
+                          "teacher always words its own queries")
     check: str = _opt("roundtrip", choices=("roundtrip", "none"),
                       doc="keep a pair only where a model's answer to its question returns the same result "
                       "(`roundtrip`), or keep every question written (`none`)")

@@ -102,8 +102,9 @@ def test_templates_fill_every_shape_with_queries_that_run(tmp_path):
     assert sorted(profile.joins) == [("orders", "customer_id", "customers", "id"), ("orders", "product_id", "products", "id")]
     fired, verdicts = set(), []
     for i in range(400):
-        name, sql = template_sql(profile, random.Random(i))
+        name, sql, question = template_sql(profile, random.Random(i))
         fired.add(name)
+        assert question[0].isupper() and question[-1] in "?." and "_" not in question and "SELECT" not in question
         verdicts.append(verdict(sql, execute_here(str(db), sql, 5)))
     assert fired == {f.__name__ for shapes in TEMPLATES.values() for f in shapes}
     assert "fails" not in verdicts and "not a select" not in verdicts  # a template never writes broken SQL
@@ -149,6 +150,12 @@ def test_kept_pairs_run_hold_their_result_and_the_database_is_untouched(tmp_path
     saved = json.loads((tmp_path / "synth" / "report.json").read_text())
     assert saved["kept"] == 12 and sum(saved["all"]["hardness"].values()) == 12
     assert saved["all"]["tried"] == len(lines) and saved["all"]["outcomes"]["kept"] == 12
+    # the templates' own words: no teacher call for their questions
+    worded = run_synthesis(recipe_for(tmp_path, db, 'synth.questions="template"', 'synth.sources=["templates"]',
+                                      'synth.check="none"'), overwrite=True, backend=ScriptedTeacher())
+    assert all(not p.startswith("What is result") for p in
+               (json.loads(x)["question"] for x in (tmp_path / "synth" / "pairs.jsonl").read_text().splitlines()))
+    assert worded.kept > 0
     # no round trip: the questions the check refused are kept too
     unchecked = run_synthesis(recipe_for(tmp_path, db, 'synth.check="none"'), overwrite=True, backend=ScriptedTeacher())
     assert unchecked.databases[0].outcomes["round trip differs"] == 0

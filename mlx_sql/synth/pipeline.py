@@ -35,7 +35,7 @@ from mlx_sql.synth.profile import DatabaseProfile, profile_database
 from mlx_sql.synth.questions import clean_question, question_record, sql_record
 from mlx_sql.synth.templates import LEVEL_WEIGHTS, template_sql
 
-SETTINGS_KEYS = ("per_db", "attempts", "sources", "check", "teacher", "backend", "temperature", "split", "databases")
+SETTINGS_KEYS = ("per_db", "attempts", "sources", "questions", "check", "teacher", "backend", "temperature", "split", "databases")
 TEACHER_ROWS = 3  # sample rows the teacher sees, whatever the student's prompt shows
 
 
@@ -68,7 +68,7 @@ class SynthReport:
     out: Path
     databases: list[DatabaseReport]
     minutes: float
-    stopped: str  # "done", "time limit"
+    stopped: str  # "done", "time limit" ("running" in the report written after each database)
     settings: dict[str, Any]
 
     @property
@@ -120,17 +120,18 @@ class Synthesizer:
     def settings(self) -> dict[str, Any]:
         return {k: getattr(self.cfg, k) for k in SETTINGS_KEYS} | {"seed": self.recipe.data.seed}
 
-    def draw(self, profile: DatabaseProfile, teacher_schema: str, index: int) -> tuple[str, str, str]:
-        """(source, what made it: template name or level, SQL) of candidate `index`."""
+    def draw(self, profile: DatabaseProfile, teacher_schema: str, index: int) -> tuple[str, str, str, str]:
+        """(source, what made it: template name or level, SQL, the template's question or '') of candidate
+        `index`."""
         seed = candidate_seed(self.recipe.data.seed, profile.db_id, index)
         rng = random.Random(seed)
         source = self.cfg.sources[index % len(self.cfg.sources)]
         if source == "templates":
             made = template_sql(profile, rng)
-            return (source, made[0], made[1]) if made else (source, "none fits", "")
+            return (source, *made) if made else (source, "none fits", "", "")
         level = rng.choices(list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values()))[0]
         raw = self.writer.generate(sql_record(teacher_schema, level), self.cfg.temperature, seed)
-        return source, level, extract_sql(raw)
+        return source, level, extract_sql(raw), ""
 
     def answer_record(self, schema: Schema, question: str) -> dict[str, Any]:
         text = self.schemas.text(schema, question)
@@ -139,7 +140,7 @@ class Synthesizer:
 
     def decide(self, profile: DatabaseProfile, teacher_schema: str, index: int, novelty: Novelty) -> dict[str, Any]:
         """One candidate, from draw to verdict, as the line `candidates.jsonl` keeps."""
-        source, made_by, sql = self.draw(profile, teacher_schema, index)
+        source, made_by, sql, worded = self.draw(profile, teacher_schema, index)
         line: dict[str, Any] = {"db_id": profile.db_id, "index": index, "source": source, "made_by": made_by, "sql": sql}
         if not sql:
             return {**line, "outcome": "no query"}
@@ -150,7 +151,10 @@ class Synthesizer:
         if outcome != "ok":
             return {**line, "outcome": outcome, **({"error": result.error} if result.error else {})}
         line.update(rows=len(result.rows), result=result_key(result.rows), hardness=hardness(sql))
-        question = clean_question(self.writer.generate(question_record(teacher_schema, sql)))
+        if worded and self.cfg.questions == "template":
+            question = worded
+        else:
+            question = clean_question(self.writer.generate(question_record(teacher_schema, sql)))
         line["question"] = question
         if not question:
             return {**line, "outcome": "no question"}
@@ -229,7 +233,7 @@ def synthesize(recipe: Recipe, profiles: Sequence[DatabaseProfile], synthesizer:
             report, timed_out = synthesizer.database(profile, by_db.get(profile.db_id, []), deadline,
                                                      lambda n, db=profile.db_id: on_kept(db, n), state)
             reports.append(report)
-            _write_outputs(out, read_state(synthesizer.state_path), reports, started, stopped, settings)
+            _write_outputs(out, read_state(synthesizer.state_path), reports, started, "running", settings)
             if timed_out:
                 stopped = "time limit"
                 break

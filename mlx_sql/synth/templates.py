@@ -2,7 +2,8 @@
 
 Each template is a Spider-style query shape (a filter, a join along a foreign key, GROUP BY/HAVING, ORDER BY
 LIMIT, nested IN/NOT IN, a set operation) filled with columns of a compatible kind and values read from the
-database as stored. The shapes cover Spider's hardness levels; a level is drawn first (`LEVEL_WEIGHTS`), then
+database as stored, and says its question in plain template words (`synth.questions = "template"` uses them
+as they are: stilted but exact, and free; "model" has the teacher write the question from the SQL). The shapes cover Spider's hardness levels; a level is drawn first (`LEVEL_WEIGHTS`), then
 one of its templates that this database can fill. Written here from the clause mix of text-to-SQL benchmarks,
 not copied from any benchmark's queries, so they work on any SQLite file.
 """
@@ -10,6 +11,7 @@ not copied from any benchmark's queries, so they work on any SQLite file.
 from __future__ import annotations
 
 import random
+import re
 from typing import Callable
 
 from mlx_sql.sqlite import quote_identifier as q
@@ -72,104 +74,172 @@ class Draw:
         return [(self.p.table(x[0]), x[1], self.p.table(x[2]), x[3]) for x in (a, b)]
 
 
-# Each template: Draw -> SQL or None. Names say the shape; levels are what Spider's hardness usually gives it.
+# Each template: Draw -> (SQL, the question in the template's own words) or None. Names say the shape; levels
+# are what Spider's hardness usually gives it.
+Made = tuple[str, str]
+OP_WORDS = {">": "greater than", "<": "less than", ">=": "at least", "<=": "at most"}
+AGG_WORDS = {"max": "maximum", "min": "minimum", "avg": "average", "sum": "total"}
 
-def select_column(d: Draw) -> str | None:
+
+def words(name: str) -> str:
+    """A column or table name as words: `Main_Industry` -> "main industry", `StuID` -> "stu id"."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name.replace("_", " "))
+    return " ".join(spaced.lower().split())
+
+
+def plural(name: str) -> str:
+    w = words(name)
+    if w.endswith(("s", "x", "ch", "sh")):
+        return w if w.endswith("s") else w + "es"
+    return w[:-1] + "ies" if w.endswith("y") and w[-2:-1] not in "aeiou" else w + "s"
+
+
+def said(value) -> str:
+    """A value as a question names it: text as stored, in quotes; numbers bare."""
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def extreme(column: ColumnProfile, direction: str) -> str:
+    if column.kind == "date":
+        return "latest" if direction == "DESC" else "earliest"
+    return "highest" if direction == "DESC" else "lowest"
+
+
+def select_column(d: Draw) -> Made | None:
     t = d.table()
     c = t and label(t, d.rng)
-    return c and f"SELECT {'DISTINCT ' if c.categorical else ''}{q(c.name)} FROM {q(t.name)}"
+    if not c:
+        return None
+    distinct = "DISTINCT " if c.categorical else ""
+    return (f"SELECT {distinct}{q(c.name)} FROM {q(t.name)}",
+            f"List the {'distinct ' if distinct else ''}{words(c.name)} values of all {plural(t.name)}.")
 
 
-def count_rows(d: Draw) -> str | None:
+def count_rows(d: Draw) -> Made | None:
     t = d.table()
-    return t and f"SELECT count(*) FROM {q(t.name)}"
+    return t and (f"SELECT count(*) FROM {q(t.name)}", f"How many {plural(t.name)} are there?")
 
 
-def filter_equal(d: Draw) -> str | None:
+def filter_equal(d: Draw) -> Made | None:
     t = d.table(lambda t: len(t.of_kind("text")) >= 1)
     f = t and d.column(t, "text")
     c = f and label(t, d.rng, avoid=f)
-    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))}"
+    if not c:
+        return None
+    v = d.value(f)
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v)}",
+            f"What is the {words(c.name)} of the {plural(t.name)} whose {words(f.name)} is {said(v)}?")
 
 
-def filter_number(d: Draw) -> str | None:
+def filter_number(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("number")))
     n = t and d.column(t, "number")
     c = n and label(t, d.rng, avoid=n)
-    op = d.rng.choice([">", "<", ">=", "<="])
-    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} {literal(d.value(n))}"
+    if not c:
+        return None
+    op, v = d.rng.choice(list(OP_WORDS)), d.value(n)
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} {literal(v)}",
+            f"What is the {words(c.name)} of the {plural(t.name)} with a {words(n.name)} {OP_WORDS[op]} {said(v)}?")
 
 
-def aggregate(d: Draw) -> str | None:
+def aggregate(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("number")))
     n = t and d.column(t, "number")
     if not n:
         return None
-    funcs = d.rng.sample(["max", "min", "avg", "sum"], d.rng.choice([1, 2]))
-    return f"SELECT {', '.join(f'{f}({q(n.name)})' for f in funcs)} FROM {q(t.name)}"
+    funcs = d.rng.sample(list(AGG_WORDS), d.rng.choice([1, 2]))
+    return (f"SELECT {', '.join(f'{f}({q(n.name)})' for f in funcs)} FROM {q(t.name)}",
+            f"What is the {' and the '.join(AGG_WORDS[f] for f in funcs)} {words(n.name)} of all {plural(t.name)}?")
 
 
-def count_filter(d: Draw) -> str | None:
+def count_filter(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("text", "number")))
     f = t and d.column(t, "text", "number", categorical=True)
-    return f and f"SELECT count(*) FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))}"
+    if not f:
+        return None
+    v = d.value(f)
+    return (f"SELECT count(*) FROM {q(t.name)} WHERE {q(f.name)} = {literal(v)}",
+            f"How many {plural(t.name)} have the {words(f.name)} {said(v)}?")
 
 
-def top_one(d: Draw) -> str | None:
+def top_one(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("number", "date")))
     n = t and d.column(t, "number", "date")
     c = n and label(t, d.rng, avoid=n)
-    return c and f"SELECT {q(c.name)} FROM {q(t.name)} ORDER BY {q(n.name)} {d.rng.choice(['DESC', 'ASC'])} LIMIT 1"
+    if not c:
+        return None
+    way = d.rng.choice(["DESC", "ASC"])
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} ORDER BY {q(n.name)} {way} LIMIT 1",
+            f"What is the {words(c.name)} of the {words(t.name)} with the {extreme(n, way)} {words(n.name)}?")
 
 
-def group_count(d: Draw) -> str | None:
+def group_count(d: Draw) -> Made | None:
     t = d.table()
     g = t and d.column(t, "text", "number", categorical=True)
-    return g and f"SELECT {q(g.name)}, count(*) FROM {q(t.name)} GROUP BY {q(g.name)}"
+    return g and (f"SELECT {q(g.name)}, count(*) FROM {q(t.name)} GROUP BY {q(g.name)}",
+                  f"How many {plural(t.name)} are there for each {words(g.name)}?")
 
 
-def group_aggregate(d: Draw) -> str | None:
+def group_aggregate(d: Draw) -> Made | None:
     t = d.table()
     g = t and d.column(t, "text", categorical=True)
     n = g and d.column(t, "number", avoid=g)
-    f = d.rng.choice(["avg", "max", "min", "sum"])
-    return n and f"SELECT {q(g.name)}, {f}({q(n.name)}) FROM {q(t.name)} GROUP BY {q(g.name)}"
+    if not n:
+        return None
+    f = d.rng.choice(list(AGG_WORDS))
+    return (f"SELECT {q(g.name)}, {f}({q(n.name)}) FROM {q(t.name)} GROUP BY {q(g.name)}",
+            f"What is the {AGG_WORDS[f]} {words(n.name)} of the {plural(t.name)} for each {words(g.name)}?")
 
 
-def group_top(d: Draw) -> str | None:
+def group_top(d: Draw) -> Made | None:
     t = d.table()
     g = t and d.column(t, "text", "number", categorical=True)
-    return g and (f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} ORDER BY count(*) "
-                  f"{d.rng.choice(['DESC', 'ASC'])} LIMIT 1")
+    if not g:
+        return None
+    way = d.rng.choice(["DESC", "ASC"])
+    return (f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} ORDER BY count(*) {way} LIMIT 1",
+            f"Which {words(g.name)} is the {'most' if way == 'DESC' else 'least'} common among the {plural(t.name)}?")
 
 
-def order_limit(d: Draw) -> str | None:
+def order_limit(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("number")))
     n = t and d.column(t, "number")
     c = n and label(t, d.rng, avoid=n)
-    return c and (f"SELECT {q(c.name)}, {q(n.name)} FROM {q(t.name)} ORDER BY {q(n.name)} "
-                  f"{d.rng.choice(['DESC', 'ASC'])} LIMIT {d.rng.choice([3, 5])}")
+    if not c:
+        return None
+    way, k = d.rng.choice(["DESC", "ASC"]), d.rng.choice([3, 5])
+    return (f"SELECT {q(c.name)}, {q(n.name)} FROM {q(t.name)} ORDER BY {q(n.name)} {way} LIMIT {k}",
+            f"List the {words(c.name)} and {words(n.name)} of the {k} {plural(t.name)} with the {extreme(n, way)} "
+            f"{words(n.name)}.")
 
 
-def two_filters(d: Draw) -> str | None:
+def two_filters(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("text")) and bool(t.of_kind("number")))
     f = t and d.column(t, "text")
     n = f and d.column(t, "number")
     c = n and label(t, d.rng, avoid=f)
-    joiner = d.rng.choice(["AND", "OR"])
-    return c and (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(d.value(f))} {joiner} "
-                  f"{q(n.name)} {d.rng.choice(['>', '<'])} {literal(d.value(n))}")
+    if not c:
+        return None
+    joiner, op, v, v2 = d.rng.choice(["AND", "OR"]), d.rng.choice([">", "<"]), d.value(f), d.value(n)
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v)} {joiner} "
+            f"{q(n.name)} {op} {literal(v2)}",
+            f"What is the {words(c.name)} of the {plural(t.name)} whose {words(f.name)} is {said(v)} "
+            f"{joiner.lower()} whose {words(n.name)} is {OP_WORDS[op]} {said(v2)}?")
 
 
-def like_filter(d: Draw) -> str | None:
+def like_filter(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("text")))
     f = t and d.column(t, "text")
-    words = [w for v in (f.values if f else []) for w in str(v).split() if len(w) >= 4 and w.isalpha()]
-    c = words and label(t, d.rng)
-    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} LIKE {literal('%' + d.rng.choice(words) + '%')}"
+    found = [w for v in (f.values if f else []) for w in str(v).split() if len(w) >= 4 and w.isalpha()]
+    c = found and label(t, d.rng)
+    if not c:
+        return None
+    word = d.rng.choice(found)
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} LIKE {literal('%' + word + '%')}",
+            f"What is the {words(c.name)} of the {plural(t.name)} whose {words(f.name)} contains {said(word)}?")
 
 
-def join_filter(d: Draw) -> str | None:
+def join_filter(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
@@ -179,78 +249,110 @@ def join_filter(d: Draw) -> str | None:
     else:
         shown, filtered, s_alias, f_alias = parent, child, "T2", "T1"
     c, f = label(shown, d.rng), d.column(filtered, "text", "number")
-    return c and f and (f"SELECT {'DISTINCT ' if shown is parent else ''}{s_alias}.{q(c.name)} FROM {q(child.name)} AS T1 "
-                        f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} "
-                        f"WHERE {f_alias}.{q(f.name)} = {literal(d.value(f))}")
+    if not c or not f:
+        return None
+    v = d.value(f)
+    sql = (f"SELECT {'DISTINCT ' if shown is parent else ''}{s_alias}.{q(c.name)} FROM {q(child.name)} AS T1 "
+           f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE {f_alias}.{q(f.name)} = {literal(v)}")
+    if shown is child:
+        return sql, (f"What is the {words(c.name)} of the {plural(child.name)} whose {words(parent.name)} has the "
+                     f"{words(f.name)} {said(v)}?")
+    return sql, (f"What are the distinct {words(c.name)} values of the {plural(parent.name)} that have a "
+                 f"{words(child.name)} with the {words(f.name)} {said(v)}?")
 
 
-def join_select(d: Draw) -> str | None:
+def join_select(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     a, b = label(child, d.rng), label(parent, d.rng)
     return a and b and (f"SELECT T1.{q(a.name)}, T2.{q(b.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
-                        f"ON T1.{q(fk)} = T2.{q(pk)}")
+                        f"ON T1.{q(fk)} = T2.{q(pk)}",
+                        f"List the {words(a.name)} of each {words(child.name)} together with the {words(b.name)} of "
+                        f"its {words(parent.name)}.")
 
 
-def having(d: Draw) -> str | None:
+def having(d: Draw) -> Made | None:
     t = d.table()
     g = t and d.column(t, "text", "number", categorical=True)
-    k = d.rng.choice([2, 3, 5])
-    op = d.rng.choice([">=", ">", "<"])
-    return g and f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} HAVING count(*) {op} {k}"
+    if not g:
+        return None
+    k, op = d.rng.choice([2, 3, 5]), d.rng.choice([">=", ">", "<"])
+    amount = {">=": "at least", ">": "more than", "<": "fewer than"}[op]
+    return (f"SELECT {q(g.name)} FROM {q(t.name)} GROUP BY {q(g.name)} HAVING count(*) {op} {k}",
+            f"Which {words(g.name)} values have {amount} {k} {plural(t.name)}?")
 
 
-def not_in(d: Draw) -> str | None:
+def not_in(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c = label(parent, d.rng)
+    if not c:
+        return None
     word = d.rng.choice(["NOT IN", "IN"])
-    return c and f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} {word} (SELECT {q(fk)} FROM {q(child.name)})"
+    have = "have no" if word == "NOT IN" else "have at least one"
+    return (f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} {word} (SELECT {q(fk)} FROM {q(child.name)})",
+            f"What is the {words(c.name)} of the {plural(parent.name)} that {have} {words(child.name)}?")
 
 
-def in_filtered(d: Draw) -> str | None:
+def in_filtered(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c, f = label(parent, d.rng), d.column(child, "text", "number")
-    return c and f and (f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} IN (SELECT {q(fk)} FROM {q(child.name)} "
-                        f"WHERE {q(f.name)} = {literal(d.value(f))})")
+    if not c or not f:
+        return None
+    v = d.value(f)
+    return (f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} IN (SELECT {q(fk)} FROM {q(child.name)} "
+            f"WHERE {q(f.name)} = {literal(v)})",
+            f"What is the {words(c.name)} of the {plural(parent.name)} that have a {words(child.name)} whose "
+            f"{words(f.name)} is {said(v)}?")
 
 
-def above_average(d: Draw) -> str | None:
+def above_average(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("number")))
     n = t and d.column(t, "number")
     c = n and label(t, d.rng, avoid=n)
+    if not c:
+        return None
     op = d.rng.choice([">", "<"])
-    return c and f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} (SELECT avg({q(n.name)}) FROM {q(t.name)})"
+    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} (SELECT avg({q(n.name)}) FROM {q(t.name)})",
+            f"What is the {words(c.name)} of the {plural(t.name)} whose {words(n.name)} is "
+            f"{'above' if op == '>' else 'below'} the average {words(n.name)}?")
 
 
-def join_group(d: Draw) -> str | None:
+def join_group(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c = label(parent, d.rng)
     return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
-                  f"ON T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)}")
+                  f"ON T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)}",
+                  f"For each {words(parent.name)}, what is its {words(c.name)} and how many {plural(child.name)} "
+                  f"does it have?")
 
 
-def join_top(d: Draw) -> str | None:
+def join_top(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c = label(parent, d.rng)
-    return c and (f"SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = "
-                  f"T2.{q(pk)} GROUP BY T1.{q(fk)} ORDER BY count(*) {d.rng.choice(['DESC', 'ASC'])} LIMIT 1")
+    if not c:
+        return None
+    way = d.rng.choice(["DESC", "ASC"])
+    return (f"SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = "
+            f"T2.{q(pk)} GROUP BY T1.{q(fk)} ORDER BY count(*) {way} LIMIT 1",
+            f"What is the {words(c.name)} of the {words(parent.name)} with the {'most' if way == 'DESC' else 'fewest'} "
+            f"{plural(child.name)}?")
 
 
-def set_operation(d: Draw) -> str | None:
+def set_operation(d: Draw) -> Made | None:
     t = d.table(lambda t: bool(t.of_kind("text", "number")))
     f = t and d.column(t, "text", "number", categorical=True)
     c = f and label(t, d.rng, avoid=f)
@@ -258,33 +360,46 @@ def set_operation(d: Draw) -> str | None:
         return None
     v1, v2 = d.rng.sample(f.values, 2)
     op = d.rng.choice(["UNION", "INTERSECT", "EXCEPT"])
-    return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v1)} {op} "
-            f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v2)}")
+    sql = (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v1)} {op} "
+           f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(f.name)} = {literal(v2)}")
+    pick = f"{words(c.name)} values of {plural(t.name)}"
+    question = {"UNION": f"Which {pick} have the {words(f.name)} {said(v1)} or {said(v2)}?",
+                "INTERSECT": f"Which {pick} occur both with the {words(f.name)} {said(v1)} and with {said(v2)}?",
+                "EXCEPT": f"Which {pick} occur with the {words(f.name)} {said(v1)} but never with {said(v2)}?"}[op]
+    return sql, question
 
 
-def except_join(d: Draw) -> str | None:
+def except_join(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c, f = label(parent, d.rng), d.column(child, "text", "number")
-    return c and f and (f"SELECT {q(c.name)} FROM {q(parent.name)} EXCEPT SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 "
-                        f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE T1.{q(f.name)} = "
-                        f"{literal(d.value(f))}")
+    if not c or not f:
+        return None
+    v = d.value(f)
+    return (f"SELECT {q(c.name)} FROM {q(parent.name)} EXCEPT SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 "
+            f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE T1.{q(f.name)} = {literal(v)}",
+            f"Which {words(c.name)} values of {plural(parent.name)} have no {words(child.name)} with the "
+            f"{words(f.name)} {said(v)}?")
 
 
-def join_having(d: Draw) -> str | None:
+def join_having(d: Draw) -> Made | None:
     j = d.join()
     if not j:
         return None
     child, fk, parent, pk = j
     c = label(parent, d.rng)
+    if not c:
+        return None
     k = d.rng.choice([1, 2, 3])
-    return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON "
-                  f"T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)} HAVING count(*) > {k} ORDER BY count(*) DESC")
+    return (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON "
+            f"T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)} HAVING count(*) > {k} ORDER BY count(*) DESC",
+            f"Which {plural(parent.name)} have more than {k} {plural(child.name)}? Give their {words(c.name)} and "
+            f"how many, the most first.")
 
 
-def three_tables(d: Draw) -> str | None:
+def three_tables(d: Draw) -> Made | None:
     chain = d.chain()
     if not chain:
         return None
@@ -296,12 +411,15 @@ def three_tables(d: Draw) -> str | None:
     c, f = label(a, d.rng), d.column(third, "text", "number")
     if not c or not f:
         return None
+    v = d.value(f)
     on_b = f"{aliases[b.name.lower()]}.{q(b_col)} = {aliases[b_ref.name.lower()]}.{q(b_ref_col)}"
     return (f"SELECT DISTINCT T1.{q(c.name)} FROM {q(a.name)} AS T1 JOIN {q(a_ref.name)} AS T2 ON T1.{q(a_col)} = "
-            f"T2.{q(a_ref_col)} JOIN {q(third.name)} AS T3 ON {on_b} WHERE T3.{q(f.name)} = {literal(d.value(f))}")
+            f"T2.{q(a_ref_col)} JOIN {q(third.name)} AS T3 ON {on_b} WHERE T3.{q(f.name)} = {literal(v)}",
+            f"What are the distinct {words(c.name)} values of the {plural(a.name)} linked through their "
+            f"{words(a_ref.name)} to a {words(third.name)} with the {words(f.name)} {said(v)}?")
 
 
-TEMPLATES: dict[str, list[Callable[[Draw], str | None]]] = {
+TEMPLATES: dict[str, list[Callable[[Draw], Made | None]]] = {
     "easy": [select_column, count_rows, filter_equal, filter_number, aggregate, count_filter, top_one],
     "medium": [group_count, group_aggregate, group_top, order_limit, two_filters, like_filter, join_filter, join_select],
     "hard": [having, not_in, in_filtered, above_average, join_group, join_top, set_operation],
@@ -309,8 +427,9 @@ TEMPLATES: dict[str, list[Callable[[Draw], str | None]]] = {
 }
 
 
-def template_sql(profile: DatabaseProfile, rng: random.Random, tries: int = 20) -> tuple[str, str] | None:
-    """(template name, SQL) for one draw: a level by LEVEL_WEIGHTS, then a template of it this database fits."""
+def template_sql(profile: DatabaseProfile, rng: random.Random, tries: int = 20) -> tuple[str, str, str] | None:
+    """(template name, SQL, the template's question) for one draw: a level by LEVEL_WEIGHTS, then a template of
+    it this database fits."""
     d = Draw(profile, rng)
     if not d.tables:
         return None
@@ -318,7 +437,7 @@ def template_sql(profile: DatabaseProfile, rng: random.Random, tries: int = 20) 
     for _ in range(tries):
         level = rng.choices(levels, weights)[0]
         template = rng.choice(TEMPLATES[level])
-        sql = template(d)
-        if sql:
-            return template.__name__, sql
+        made = template(d)
+        if made:
+            return template.__name__, made[0], made[1]
     return None
