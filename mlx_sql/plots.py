@@ -27,6 +27,26 @@ def loss_curve(path: Path, steps: Sequence[int], train: Sequence[float],
     return _save(fig, path)
 
 
+def reward_curve(path: Path, steps: Sequence[int], reward: Sequence[float], all_right: Sequence[float],
+                 all_wrong: Sequence[float], title: str = "") -> Path:
+    """GRPO's mean reward a step, and the share of its groups that carried no signal (all right, all wrong)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(steps, reward, label="mean reward", linewidth=1.6)
+    ax.plot(steps, all_right, label="groups all right", linewidth=1.0, alpha=0.8)
+    ax.plot(steps, all_wrong, label="groups all wrong", linewidth=1.0, alpha=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -123,6 +123,17 @@ class TrainConfig:
     eval_every: int = _opt(100, min=1)
     eval_batches: int = _opt(8, min=1)
     adapter_dir: str | None = _opt(doc="output folder (default adapters/<recipe name>)")
+    objective: str = _opt("sft", choices=("sft", "grpo"),
+                          doc="sft: imitate each example's SQL; grpo: sample grpo_group answers to each question "
+                          "from the model being trained, reward each by the result it returns against the "
+                          "example's (group-relative policy optimisation with an execution reward)")
+    grpo_group: int = _opt(8, min=2, max=64, doc="answers sampled per question (one prompt, computed once)")
+    grpo_temperature: float = _opt(1.0, min=0.05, max=2.0, doc="sampling temperature of those answers (top-k 40)")
+    grpo_max_tokens: int = _opt(160, min=1, max=4096, doc="longest sampled answer, in tokens")
+    grpo_kl: float = _opt(0.04, min=0.0, max=10.0, doc="weight of the KL penalty to the model without its adapter")
+    grpo_clip: float = _opt(0.2, min=0.0, max=1.0, doc="PPO-style clip of the probability ratio")
+    grpo_reward_runs: float = _opt(0.1, min=0.0, max=1.0, doc="reward of an answer that runs but returns another "
+                                   "result (1 for the example's result, 0 for one SQLite rejects)")
 
 
 BACKENDS = ("mlx", "ollama", "llamacpp", "openai")

@@ -46,8 +46,8 @@ def output_logits(model: nn.Module, hidden: mx.array) -> mx.array:
     return logits
 
 
-def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
-    """Per example: (sum of completion-token losses, number of completion tokens).
+def completion_log_probs(model: nn.Module, batch: Batch) -> tuple[mx.array, np.ndarray]:
+    """The log-probability of every completion token (flat, row by row) and the row each belongs to.
 
     The output projection runs only where a token carries loss: with a 150k vocabulary the
     logits of every prompt position would be a third of a small model's training memory.
@@ -64,14 +64,20 @@ def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
         hidden = model.model(inputs, cache=[PrefixCache(c.keys, c.values) for c in collect])
     rows, length = mask.shape
     flat = np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
-    counts = mask.sum(axis=1)
     if flat.size == 0:
-        return mx.zeros((rows,), dtype=mx.float32), counts
+        return mx.zeros((0,), dtype=mx.float32), np.zeros((0,), dtype=np.int32)
     picked = mx.array(flat.astype(np.int32))
     logits = output_logits(model, hidden.reshape(rows * length, -1)[picked])
     losses = nn.losses.cross_entropy(logits.astype(mx.float32), targets.reshape(-1)[picked], reduction="none")
-    owner = mx.array((flat // length).astype(np.int32))
-    sums = mx.zeros((rows,), dtype=mx.float32).at[owner].add(losses)
+    return -losses, (flat // length).astype(np.int32)
+
+
+def example_losses(model: nn.Module, batch: Batch) -> tuple[mx.array, mx.array]:
+    """Per example: (sum of completion-token losses, number of completion tokens)."""
+    log_probs, owner = completion_log_probs(model, batch)
+    rows = batch.mask.shape[0]
+    counts = batch.mask[:, 1:].sum(axis=1)
+    sums = mx.zeros((rows,), dtype=mx.float32).at[mx.array(owner)].add(-log_probs)
     return sums, counts
 
 

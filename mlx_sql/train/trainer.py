@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_text
-from mlx_sql.plots import loss_curve
+from mlx_sql.plots import loss_curve, reward_curve
 from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe, portable, resume_changes, tomllib
 from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, trainable_count
 from mlx_sql.train.batches import BatchPlan, Records, make_batch
@@ -41,6 +41,7 @@ class StepReport:
     val_loss: float | None = None
     truncated: int = 0
     world_size: int = 1  # processes training together (mlx.launch -n N): tokens/s and examples/s are all of theirs
+    objective: dict[str, float] | None = None  # an objective's own metrics (GRPO: reward, skipped groups, KL)
 
 
 @dataclass
@@ -146,6 +147,25 @@ class Trainer:
         self.optimizer = optim.AdamW(learning_rate=self.schedule,
                                      weight_decay=self.cfg.weight_decay)
         self._loss_and_grad = nn.value_and_grad(model, batch_loss)
+        self.grpo = self._grpo(model, tokenizer) if self.cfg.objective == "grpo" else None
+
+    def _grpo(self, model: nn.Module, tokenizer: Any) -> Any:
+        """The GRPO objective, its reward reading the training databases through the sandbox."""
+        from mlx_sql.data.benchmark import recipe_benchmark
+        from mlx_sql.sandbox import Executor
+        from mlx_sql.train.grpo import GRPO, execution_reward
+
+        where = self.recipe.source or self.recipe.name
+        if getattr(model, "is_encoder_decoder", False) or not self.shared:
+            raise MlxSqlError("train.objective = \"grpo\" needs a decoder model and train.batching = "
+                              "\"schema_shared\" (each question's answers share its prompt)", where)
+        if self.cfg.method == "full" and self.cfg.grpo_kl > 0:
+            raise MlxSqlError("GRPO's reference model is this model with its adapter off: use method = \"lora\" or "
+                              "\"dora\", or train.grpo_kl = 0", where)
+        bench, _ = recipe_benchmark(self.recipe)
+        self.executor = Executor(workers=1, timeout=self.recipe.eval.timeout)
+        reward = execution_reward(bench, self.recipe.data.train_split, self.executor, self.cfg.grpo_reward_runs)
+        return GRPO(model, tokenizer, self.encoder, self.cfg, reward)
 
     def _batches(self, position: Position) -> Iterator[tuple[int, Records]]:
         stream = self.plan.forever()
@@ -204,6 +224,11 @@ class Trainer:
             val = [r for r in rows if r.get("val_loss") is not None]
             loss_curve(self.out_dir / "loss.png", [r["step"] for r in rows], [r["train_loss"] for r in rows],
                        [r["step"] for r in val], [r["val_loss"] for r in val], title=self.recipe.name)
+            grpo = [r for r in rows if r.get("objective")]
+            if grpo:
+                reward_curve(self.out_dir / "reward.png", [r["step"] for r in grpo],
+                             *([r["objective"][k] for r in grpo] for k in ("reward_mean", "all_right_share",
+                                                                          "all_wrong_share")), title=self.recipe.name)
 
     def _save(self, position: Position) -> None:
         if self.is_main:  # rank 0 alone writes; every rank holds the same weights
@@ -266,6 +291,9 @@ class Trainer:
             if self.is_main:
                 self._finish_outputs()
             raise
+        finally:
+            if self.grpo is not None:
+                self.executor.close()
         self._save(position)
         if self.is_main:
             self._finish_outputs()
@@ -283,6 +311,9 @@ class Trainer:
         start = time.perf_counter()
         grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
         consumed, truncated = 0, 0
+        from mlx_sql.train.grpo import GroupStats
+
+        stats = GroupStats()
         for micro in range(self.cfg.grad_accumulation * self.world):
             try:
                 epoch, records = next(stream)
@@ -292,6 +323,17 @@ class Trainer:
             if micro % self.world != self.rank:
                 continue
             mx.random.seed((self.cfg.seed * 1_000_003 + position.step) * 4099 + micro)
+            if self.grpo is not None:  # each question: a group of sampled answers, rewarded and scored
+                for index, record in enumerate(records):
+                    g, loss, n, group, batch = self.grpo.question(record, position.step, micro, index)
+                    stats.add(group)
+                    examples += 1
+                    if g is None:
+                        continue
+                    grads = g if grads is None else tree_map(mx.add, grads, g)
+                    loss_sum, tokens = loss_sum + loss, tokens + n
+                    real, truncated = real + batch.real_tokens, truncated + batch.truncated
+                continue
             batch = make_batch(self.encoder, records, self.shared, self.cfg.max_seq_length)
             if batch is None:
                 continue
@@ -332,7 +374,21 @@ class Trainer:
             val = self.validation_loss()
         return StepReport(position.step, self.steps, epoch, loss_sum / tokens if tokens else float("nan"), lr,
                           real / seconds, examples / seconds, self._peak_memory_gb(), val, position.truncated,
-                          self.world)
+                          self.world, self._objective_metrics(stats) if self.grpo is not None else None)
+
+    def _objective_metrics(self, stats: Any) -> dict[str, float]:
+        """GRPO's step metrics, over all ranks' groups."""
+        row = stats.to_json()
+        if self.world > 1:
+            n = max(1, len(stats.rewards))
+            summed = self._all_sum_floats(row["reward_mean"] * n, n, stats.groups, stats.all_right, stats.all_wrong,
+                                          row["skipped_groups"], stats.kl_sum, stats.kl_tokens)
+            total_n, groups = summed[1], max(1.0, summed[2])
+            row = {"reward_mean": summed[0] / max(1.0, total_n), "groups": int(summed[2]),
+                   "all_right_share": summed[3] / groups, "all_wrong_share": summed[4] / groups,
+                   "skipped_groups": int(summed[5]), "kl": summed[6] / summed[7] if summed[7] else 0.0,
+                   "answer_tokens": row["answer_tokens"]}
+        return row
 
     def _peak_memory_gb(self) -> float:
         """This process's peak, or the largest of all ranks' (rank 0 reports what the fullest machine needed)."""

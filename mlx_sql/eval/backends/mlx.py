@@ -87,15 +87,21 @@ class MLXBackend:
 
     def generate_many(self, record: dict[str, Any], seeds: Sequence[int], temperature: float) -> list[str]:
         """One sampled answer per seed, decoded as rows of one batch over a single computation of the prompt
-        (the database's prefix from its cache, the question once). A row that has finished idles on its last
-        token until all have; its text is cut where it ended."""
+        (the database's prefix from its cache, the question once)."""
+        return [self.tokenizer.decode(row) for row, _ in self.sample_ids(record, seeds, temperature)]
+
+    def sample_ids(self, record: dict[str, Any], seeds: Sequence[int], temperature: float
+                   ) -> list[tuple[list[int], int | None]]:
+        """(token ids, the end-of-turn token it ended with, else None) of one answer per seed: the
+        rows of one batch; a row that has finished idles on its last token until all have. GRPO trains on
+        exactly these ids (re-encoding the text could give other tokens)."""
         prefix, question = prompt_ids(self.encoder, record)
         cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
         first = self.model(mx.array([question]), cache=cache)[:, -1, :]
         branch = [BranchCache(c.keys, c.values) for c in cache]
         rngs = [draw_rng(seed, [*prefix, *question]) for seed in seeds]
         rows: list[list[int]] = [[] for _ in seeds]
-        done = [False] * len(seeds)
+        done, ended = [False] * len(seeds), [None] * len(seeds)
         logits = mx.broadcast_to(first, (len(seeds), first.shape[-1])).astype(mx.float32)
         for _ in range(self.max_tokens):
             table = np.asarray(logits)
@@ -104,7 +110,7 @@ class MLXBackend:
                 if not done[i]:
                     token = pick_token(table[i], temperature, rng)
                     if token in self.eos:
-                        done[i] = True
+                        done[i], ended[i] = True, token
                     else:
                         rows[i].append(token)
                         done[i] = len(rows[i]) >= self.max_tokens or statement_done(self.tokenizer, rows[i])
@@ -112,7 +118,7 @@ class MLXBackend:
             if all(done):
                 break
             logits = self.model(mx.array(feed)[:, None], cache=branch)[:, -1, :].astype(mx.float32)
-        return [self.tokenizer.decode(row) for row in rows]
+        return list(zip(rows, ended))
 
     def generate_batch(self, records: Sequence[dict[str, Any]], batch_size: int = 8) -> list[str]:
         """Batched greedy decoding; each run of records sharing a prefix reuses one prefix KV cache.
