@@ -123,6 +123,8 @@ class TrainConfig:
     eval_every: int = _opt(100, min=1)
     eval_batches: int = _opt(8, min=1)
     adapter_dir: str | None = _opt(doc="output folder (default adapters/<recipe name>)")
+    init_adapter: str | None = _opt(doc="start from this trained adapter folder's weights (same rank, layers and "
+                                    "target modules), e.g. GRPO from an SFT adapter", is_input_path=True)
     objective: str = _opt("sft", choices=("sft", "grpo"),
                           doc="sft: imitate each example's SQL; grpo: sample grpo_group answers to each question "
                           "from the model being trained, reward each by the result it returns against the "
@@ -355,7 +357,7 @@ def resolve_input_path(value: str, recipe_path: Path | None) -> Path:
 
 
 def _check_paths(recipe: Recipe, where: str, check_data: bool = True) -> None:
-    for section in ("model", "data", "synth"):
+    for section in ("model", "data", "train", "synth"):
         cfg = getattr(recipe, section)
         for f in dataclasses.fields(cfg):
             value = getattr(cfg, f.name)

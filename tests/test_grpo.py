@@ -155,3 +155,19 @@ def test_grpo_refuses_what_it_cannot_do(tiny_recipe):
         train(tiny_recipe("llama", "train.objective=grpo", "train.batching=unshared", "train.iters=1", name="u"))
     with pytest.raises(MlxSqlError, match="reference model is this model with its adapter off"):
         train(tiny_recipe("llama", "train.objective=grpo", "train.method=full", "train.iters=1", name="f"))
+
+
+def test_a_run_starts_from_a_trained_adapter(tiny_recipe):
+    """GRPO from an SFT adapter (the rft recipe's, say): train.init_adapter sets the new run's adapters to it."""
+    from mlx_sql.errors import MlxSqlError
+
+    first = train(tiny_recipe("llama", "train.iters=2", "train.lr=1e-2", name="sft"))
+    start = train(tiny_recipe("llama", "train.iters=2", f'train.init_adapter="{first.out_dir}"', name="next"),
+                  stop_after=0)
+    a, b = mx.load(str(first.out_dir / "adapters.safetensors")), mx.load(str(start.out_dir / "adapters.safetensors"))
+    assert set(a) == set(b) and any(float(mx.abs(v).max().item()) > 0 for k, v in a.items() if "lora_b" in k)
+    for name in a:
+        np.testing.assert_array_equal(np.array(a[name]), np.array(b[name]), err_msg=name)
+    with pytest.raises(MlxSqlError, match="do not match this run's .*first difference"):
+        train(tiny_recipe("llama", "train.iters=2", "train.rank=4", f'train.init_adapter="{first.out_dir}"',
+                          name="other"))

@@ -239,8 +239,10 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     with progress_bar("training" if world == 1 else f"training on {world} processes") as (progress, task):
         def report(r) -> None:
             val = f" val {r.val_loss:.3f}" if r.val_loss is not None else ""
+            grpo = (f"reward {r.objective['reward_mean']:.2f}  skipped {r.objective['skipped_groups']}/"
+                    f"{r.objective['groups']}  kl {r.objective['kl']:.3f}  " if r.objective else "")
             progress.update(task, total=r.total_steps, completed=r.step,
-                            description=f"training  loss {r.train_loss:.3f}{val}  {r.tokens_per_s:,.0f} tok/s  "
+                            description=f"training  loss {r.train_loss:.3f}{val}  {grpo}{r.tokens_per_s:,.0f} tok/s  "
                                         f"peak {r.peak_memory_gb:.2f} GB")
         try:
             result = run_training(cfg, resume=resume, on_report=report)
@@ -253,7 +255,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     ranks = f" on {result.world_size} processes" if result.world_size > 1 else ""
     console.print(f"trained {result.steps} steps{ranks} ({result.trainable_parameters:,} trainable parameters): "
                   f"train loss {result.final_train_loss:.4f}{val}; {result.truncated} examples had their schema cut")
-    console.print(f"adapter, metrics.jsonl and loss.png in {result.out_dir}")
+    plots = "loss.png and reward.png" if cfg.train.objective == "grpo" else "loss.png"
+    console.print(f"adapter, metrics.jsonl and {plots} in {result.out_dir}")
 
 
 @app.command()

@@ -97,3 +97,24 @@ def load_trained_adapter(model: nn.Module, folder: Path) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MlxSqlError(f"the adapter cannot be loaded (damaged or not this model's): {first[:200]}",
                           weights) from None
+
+
+def start_from_adapter(model: nn.Module, folder: Path) -> None:
+    """Set the adapters `apply_adapters` just added to a trained adapter's weights: the same shape, or one line."""
+    folder = Path(folder)
+    weights = folder / "adapters.safetensors"
+    if not weights.is_file():
+        raise MlxSqlError("train.init_adapter: no adapters.safetensors in this folder", folder)
+    try:
+        saved = mx.load(str(weights))
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise MlxSqlError(f"train.init_adapter: cannot be read: {str(exc).splitlines()[0][:200]}", weights) from None
+    own = dict(tree_flatten(model.trainable_parameters()))
+    unknown = sorted(set(saved) - set(own))
+    missing = sorted(set(own) - set(saved))
+    wrong = [k for k in set(saved) & set(own) if saved[k].shape != own[k].shape]
+    if unknown or missing or wrong:
+        first = (unknown or missing or wrong)[0]
+        raise MlxSqlError(f"train.init_adapter: its adapters do not match this run's (train.rank, num_layers, "
+                          f"target_modules must be the same; first difference: {first})", folder)
+    model.load_weights(list(saved.items()), strict=False)

@@ -21,7 +21,7 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_text
 from mlx_sql.plots import loss_curve, reward_curve
 from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe, portable, resume_changes, tomllib
-from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, trainable_count
+from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, start_from_adapter, trainable_count
 from mlx_sql.train.batches import BatchPlan, Records, make_batch
 from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
 from mlx_sql.train.encode import Encoder
@@ -133,6 +133,8 @@ class Trainer:
         self.is_main = self.rank == 0
         mx.random.seed(self.cfg.seed)
         apply_adapters(model, self.config)
+        if self.cfg.init_adapter:
+            start_from_adapter(model, Path(self.cfg.init_adapter))
         if checkpointing_applies(self.cfg):
             enable_grad_checkpointing(model)
         self.plan = BatchPlan(self.train_path, self.cfg.batch_size, self.shared, self.cfg.seed)
