@@ -24,7 +24,7 @@ setup: openblas browser
 	$(PY) -m pip install --upgrade pip
 	@echo "Installing mlx-sql; llama-cpp-python builds from source on Linux (~10 minutes the first time, kept in $(WHEELS))."
 	$(MAKE) llama-cpp-wheel
-	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen,serve]"
+	$(PY) -m pip install -e ".[test,llamacpp,demo,qwen,serve,tracking]"
 
 # On Linux x86_64 llama.cpp is built for AVX2, not -march=native: on Xeons with AMX, native builds get AMX
 # kernels that crash (SIGSEGV in ggml_backend_amx_mul_mat) where the VM does not grant AMX, as on this

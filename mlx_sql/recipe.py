@@ -223,6 +223,17 @@ class SynthConfig:
 
 
 @dataclass
+class LoggingConfig:
+    level: str = _opt("warning", choices=("debug", "info", "warning", "error"),
+                      doc="mlx-sql's log level on stderr: `info` writes a plain line per training step and per "
+                      "evaluation, for runs whose output goes to a file")
+    report_to: list[str] = _opt([], doc="experiment trackers that get every training step's metrics (any objective), "
+                                "the plots and the evaluation summary: [\"wandb\"] (pip install 'mlx-sql[tracking]'; "
+                                "WANDB_MODE=offline keeps it on this machine)")
+    project: str = _opt("mlx-sql", doc="the tracker's project")
+
+
+@dataclass
 class Recipe:
     name: str
     model: ModelConfig
@@ -233,6 +244,7 @@ class Recipe:
     ollama: OllamaConfig = field(default_factory=OllamaConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: Path | None = None
 
     @property
@@ -256,9 +268,10 @@ class Recipe:
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "train": TrainConfig,
     "eval": EvalConfig, "export": ExportConfig, "ollama": OllamaConfig, "openai": OpenAIConfig,
-    "synth": SynthConfig,
+    "synth": SynthConfig, "logging": LoggingConfig,
 }
 MODEL_SOURCES = ("path", "gguf", "ollama", "gguf_package", "gguf_parts")
+TRACKERS = ("wandb",)
 EVAL_METRICS = ("exact_set_match", "execution_accuracy", "canonical_match")
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -273,7 +286,8 @@ def _drop_none(value: Any) -> Any:
 ALIASES = {"learning_rate": "lr", "lora_rank": "rank", "r": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
            "max_seq_len": "max_seq_length", "gradient_accumulation_steps": "grad_accumulation",
            "num_epochs": "epochs", "num_train_epochs": "epochs", "iterations": "iters", "grad_checkpointing":
-           "grad_checkpoint", "gradient_checkpointing": "grad_checkpoint", "seq_len": "max_seq_length"}
+           "grad_checkpoint", "gradient_checkpointing": "grad_checkpoint", "seq_len": "max_seq_length",
+           "use_wandb": "report_to", "wandb_project": "project", "log_level": "level"}
 
 
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
@@ -389,6 +403,9 @@ def _check_consistency(recipe: Recipe, where: str) -> None:
     if len(given) != 1:
         raise MlxSqlError("[data] needs exactly one of path (a Spider/BIRD folder), sqlite (your own database, with "
                           f"pairs) or train_file (ready JSONL) (found: {', '.join(given) or 'none'})", where)
+    bad = [t for t in recipe.logging.report_to if t not in TRACKERS]
+    if bad:
+        raise MlxSqlError(f"logging.report_to: unknown tracker '{bad[0]}' (known: {', '.join(TRACKERS)})", where)
     bad = [m for m in recipe.eval.metrics if m not in EVAL_METRICS]
     if bad:
         raise MlxSqlError(f"eval.metrics: unknown metric '{bad[0]}'{_did_you_mean(bad[0], EVAL_METRICS)}", where)

@@ -284,4 +284,18 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                                                    **vote_summary(recipe, [done[q.index] for q in usable],
                                                                   scored),
                                                    "skipped_missing_database": skipped})
+    track_evaluation(recipe, out_dir, name, summary)
     return EvalReport(out_dir, summary, scored, skipped)
+
+
+def track_evaluation(recipe: Recipe, out_dir: Path, name: str, summary: dict) -> None:
+    """The summary by hardness as one log line and, where the recipe names trackers, their run's summary."""
+    from mlx_sql.tracking import Tracker, log
+
+    tracker = Tracker(recipe, "eval", out_dir)
+    overall = summary.get("all", {})
+    log.info("%s: %d questions, EX %.1f%%, EM %.1f%%", name, overall.get("count", 0),
+             overall.get("execution_accuracy", 0.0), overall.get("exact_set_match", 0.0))
+    tracker.summary({"eval": summary})
+    tracker.images({"accuracy": out_dir / "accuracy.png"})
+    tracker.finish()

@@ -21,6 +21,7 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.fileio import write_text
 from mlx_sql.plots import loss_curve, reward_curve
 from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe, portable, resume_changes, tomllib
+from mlx_sql.tracking import Tracker, log
 from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, start_from_adapter, trainable_count
 from mlx_sql.train.batches import BatchPlan, Records, make_batch
 from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
@@ -269,6 +270,7 @@ class Trainer:
             write_text(self.out_dir / "metrics.jsonl", "".join(l + "\n" for l in self._metrics_lines(position.step)))
         stream = self._batches(position)
         history: list[StepReport] = []
+        tracker = Tracker(self.recipe, "train", self.out_dir) if self.is_main else None
         mx.reset_peak_memory()
         last_train, last_val = float("nan"), None
         try:
@@ -286,8 +288,16 @@ class Trainer:
                         f.write(json.dumps(asdict(report)) + "\n")
                 if position.step % self.cfg.save_every == 0:
                     self._save(position)
+                if tracker is not None:
+                    tracker.step(asdict(report), report.step)
+                    log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s%s", report.step, report.total_steps,
+                             report.train_loss, report.lr, report.tokens_per_s,
+                             "".join(f"  {k} {v:.3g}" for k, v in (report.objective or {}).items()))
                 if self.on_report and self.is_main:
                     self.on_report(report)
+            self._save(position)
+            if self.is_main:
+                self._finish_outputs()
         except KeyboardInterrupt:
             self._save(position)
             if self.is_main:
@@ -296,9 +306,11 @@ class Trainer:
         finally:
             if self.grpo is not None:
                 self.executor.close()
-        self._save(position)
-        if self.is_main:
-            self._finish_outputs()
+            if tracker is not None:
+                tracker.images({"loss": self.out_dir / "loss.png", "reward": self.out_dir / "reward.png"})
+                tracker.summary({"steps": position.step, "train_loss": last_train,
+                                 "examples_seen": position.examples_seen})
+                tracker.finish()
         return TrainResult(self.out_dir, position.step, last_train, last_val, position.truncated,
                            trainable_count(self.model), history, position.tokens_seen, position.examples_seen,
                            position.seconds, self.world)
