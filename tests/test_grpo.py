@@ -171,3 +171,21 @@ def test_a_run_starts_from_a_trained_adapter(tiny_recipe):
     with pytest.raises(MlxSqlError, match="do not match this run's .*first difference"):
         train(tiny_recipe("llama", "train.iters=2", "train.rank=4", f'train.init_adapter="{first.out_dir}"',
                           name="other"))
+
+
+def test_the_plan_predicts_a_grpo_steps_peak(tiny_recipe, monkeypatch):
+    import mlx_sql.train.grpo as grpo_module
+    from mlx_sql.train.plan import make_plan
+
+    monkeypatch.setattr(grpo_module, "execution_reward",
+                        lambda *args: lambda record, sql: float(len(sql) % 2 == 0) if sql else 0.0)
+    monkeypatch.setattr(grpo_module.GRPO, "__init__", _raw_text_init(grpo_module.GRPO.__init__))
+    recipe = tiny_recipe("llama", "train.objective=grpo", "train.iters=4", "train.batch_size=1", "train.grpo_group=8",
+                         "train.grpo_max_tokens=24", "train.save_every=100", "data.valid_fraction=0", examples=8,
+                         name="plan")
+    plan, _, _ = make_plan(recipe)
+    history = train(recipe).history
+    assert sum(h.objective["groups"] - h.objective["skipped_groups"] for h in history) >= 2  # steps that learned
+    measured = max(h.peak_memory_gb for h in history) * 1e9
+    print(f"grpo plan: {plan.total / 1e6:.1f} MB predicted, {measured / 1e6:.1f} MB measured", flush=True)
+    assert 0.75 <= plan.total / measured <= 1.25, (plan, measured)

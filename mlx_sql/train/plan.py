@@ -323,10 +323,23 @@ def peak_context(recipe: Recipe) -> PeakContext:
         encoder = Encoder(load_folder_tokenizer(folder))
     prefix, segment, completion = sequence_lengths(recipe, encoder)
     peak: dict = dict(prefix=prefix, segment=segment, completion=completion)
-    if encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
+    if recipe.train.objective == "grpo":
+        peak = grpo_peak(recipe, prefix, segment, completion)
+    elif encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
         shapes = [dict(prefix=p, segment=s, rows=n, logit_tokens=c) for n, p, s, c in batch_shapes(recipe, encoder)]
         peak = max(shapes, key=lambda k: estimate(shape, recipe, **k).total, default=peak)
     return PeakContext(shape, peak, (prefix, segment, completion))
+
+
+def grpo_peak(recipe: Recipe, prefix: int, segment: int, completion: int) -> dict[str, int]:
+    """A GRPO step's largest batch: one question's group, every answer at grpo_max_tokens (and its end of turn),
+    the longest question's prompt shared once. Its sampling holds less (no activations kept, freed before
+    the loss); the reference pass with the adapter off keeps none either."""
+    t = recipe.train
+    answer = t.grpo_max_tokens + 1
+    question = max(1, segment - completion)
+    return dict(prefix=prefix, segment=min(question + answer, t.max_seq_length), rows=t.grpo_group,
+                logit_tokens=t.grpo_group * answer)
 
 
 def with_changes(recipe: Recipe, **sections: dict[str, Any]) -> Recipe:
