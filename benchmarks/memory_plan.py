@@ -19,6 +19,10 @@ import mlx.optimizers as optim
 from results import ROOT, update_section
 
 
+SHOWS = ("How close `mlx-sql plan`'s predicted peak is to MLX's measured peak on a real model: the number "
+         "`train` uses to refuse a run that will not fit.")
+
+
 def worst_batch(recipe, encoder):
     from mlx_sql.train.encode import prefix_key
 
@@ -89,7 +93,7 @@ def main() -> None:
              f"longest), `{Path(args.recipe).name}` {' '.join(args.sets)} (float32, LoRA), each mode in its own "
              "process:", "", "| batching | predicted | measured | ratio |", "|---|---:|---:|---:|", *rows]
     print("\n".join(lines))
-    update_section("memory-plan", "Memory plan vs measured peak (`benchmarks/memory_plan.py`)", "\n".join(lines))
+    update_section("memory-plan", "Memory plan vs measured peak (`benchmarks/memory_plan.py`)", "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

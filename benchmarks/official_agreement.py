@@ -35,6 +35,10 @@ The current taoyds/spider `evaluation.py` also compares the first join's ON colu
 here does not."""
 
 
+SHOWS = ("How far our EM and EX scorers agree with Spider's official evaluator and the test-suite evaluator on"
+         " the same predictions: the reason our EM and EX may be read as Spider's.")
+
+
 def official_worker(official: str, tables: str) -> None:
     """Runs inside --python: one JSON verdict per input line, as the official `evaluate()` scores one pair."""
     import copy
@@ -210,7 +214,7 @@ def main() -> None:
             + "\n\nQuestions scored differently" + (f" (first 12 of {len(flagged_all)})" if len(flagged_all) > 12 else "")
             + ":\n\n" + (listed or "none") + "\n\n" + KNOWN)
     update_section("official-agreement", "Agreement with the official Spider evaluators "
-                   "(`benchmarks/official_agreement.py`)", body)
+                   "(`benchmarks/official_agreement.py`)", body, shows=SHOWS)
 
 
 if __name__ == "__main__":

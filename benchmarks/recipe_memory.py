@@ -13,6 +13,10 @@ RECIPES = ["qwen2.5-coder-0.5b.toml", "qwen2.5-coder-0.5b-rft.toml", "qwen2.5-co
            "gemma3-270m.toml"]
 
 
+SHOWS = ("Whether each shipped recipe trains on an 8 GB and on a 16 GB Mac, by `mlx-sql plan`: the memory "
+         "columns of README's table.")
+
+
 def main() -> None:
     from mlx_sql.errors import MlxSqlError
     from mlx_sql.recipe import load_recipe
@@ -34,7 +38,7 @@ def main() -> None:
         lines.append(f"| {name} | {peak:.1f} GB | {macs['8 GB Mac'].status} | {macs['16 GB Mac'].status} |")
         print(lines[-1])
     update_section("recipe-memory", "Shipped recipes on 8 and 16 GB Macs (`benchmarks/recipe_memory.py`)",
-                   "\n".join(lines))
+                   "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

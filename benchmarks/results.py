@@ -33,12 +33,14 @@ def section_pattern(key: str) -> re.Pattern:
     return re.compile(rf"<!-- {re.escape(key)} -->(.*?)<!-- /{re.escape(key)} -->", re.S)
 
 
-def update_section(key: str, title: str, body: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the section `key` of RESULTS.md with `body`, dated and with the machine."""
+def update_section(key: str, title: str, body: str, path: Path = RESULTS, shows: str = "") -> None:
+    """Replace (or append) the section `key` of RESULTS.md with `body`, dated and with the machine, opened by
+    `shows`: two or three lines on what the section tells a reader."""
     from mlx_sql.fileio import write_text
 
     stamp = f"_{datetime.date.today().isoformat()}, {machine()}._"
-    section = f"<!-- {key} -->\n## {title}\n\n{stamp}\n\n{body.strip()}\n<!-- /{key} -->"
+    intro = f"**What this shows.** {shows.strip()}\n\n" if shows else ""
+    section = f"<!-- {key} -->\n## {title}\n\n{stamp}\n\n{intro}{body.strip()}\n<!-- /{key} -->"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
     pattern = section_pattern(key)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

@@ -362,7 +362,11 @@ def main() -> None:
     lines.extend(kept_budgets.values())
     heading = "Validation-chosen variants on Spider dev" if args.on_dev else "Recipe choices on a validation split"
     command = "benchmarks/spider_validation.py" + (" --on-dev" if args.on_dev else "")
-    update_section(key, f"{heading}: {title} (`{command}`)", "\n".join(lines))
+    shows = ("The variants the held-out databases chose, scored once on all of Spider dev: whether each choice "
+             "holds on dev. Never used to choose." if args.on_dev else
+             "Every prompt, decoding and training choice for this model, scored on the same questions of Spider-train "
+             "databases held out of training: where choices are made, never on dev.")
+    update_section(key, f"{heading}: {title} (`{command}`)", "\n".join(lines), shows=shows)
 
 
 if __name__ == "__main__":

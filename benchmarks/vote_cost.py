@@ -18,6 +18,10 @@ import time
 from results import ROOT, update_section
 
 
+SHOWS = ("What result voting costs in wall time against greedy decoding, and what decoding the K candidates as"
+         " one batch over a shared prompt saves against K separate completions.")
+
+
 def separate(backend, record, seeds, temperature) -> list[str]:
     """Completions one after another through llama-cpp-python's own `generate` and sampler (the naive way;
     seed 0 is the greedy answer), all in its one context, which keeps the prompt between them."""
@@ -92,7 +96,7 @@ def main() -> None:
               f"batch takes {timings[f'K = {args.k}, separate completions'] / shared:.2f}x less time than separate "
               "completions."]
     if not args.no_write:
-        update_section("vote-cost", "What result voting costs", "\n".join(lines))
+        update_section("vote-cost", "What result voting costs", "\n".join(lines), shows=SHOWS)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def main() -> None:
             "`benchmarks/vote_headroom.py` from the candidates an `eval.samples = 16` run records.\n\n" + "\n".join(lines))
     if not args.no_write:
         update_section(f"vote-headroom-{args.key}", args.title or f"Sampling headroom: pass@k and vote@k ({args.key})",
-                       body)
+                       body, shows="How often a right answer is among the candidates the model samples (pass@k) and "
+                       "how often result voting picks one (vote@k): the gap is what a better verifier or training "
+                       "could still win.")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,21 @@ def test_a_variants_data_folder_name_has_no_toml_quotes(tmp_path):
     sets = 'data.own_answers="/runs/sampled-answers-640";data.own_answers_hardness="medium";train.lr=5e-5'
     folder = data_folder(Namespace(out=str(tmp_path), model="m"), sets)
     assert folder == tmp_path / "m" / "train-data-own_answers=sampled-answers-640-own_answers_hardness=medium"
+
+
+def test_every_results_section_says_what_it_shows():
+    """Each section opens with what it tells a reader, and every script that writes one passes that text."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    text = (root / "RESULTS.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## (.+)\n\n(?:_[^\n]*_\n\n)?(.*)$", text, re.M)
+    assert len(sections) >= 20
+    for title, first in sections:
+        assert first.startswith("**What this shows.**"), title
+    for script in root.glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        calls = re.findall(r"update_section\((?:[^()]|\([^()]*\))*\)", source, re.S)
+        for call in calls:
+            assert "shows=" in call or script.name == "results.py", (script.name, call[:80])
