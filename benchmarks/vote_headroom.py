@@ -62,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlx_sql.eval.report import sign_test
+    from mlx_sql.eval.vote import agree_early
     from mlx_sql.eval.vote import vote_is_right as voted
 
     lines = []
@@ -74,22 +75,28 @@ def main() -> None:
         lines += [f"**{name}** — {n} questions, {samples} candidates each (`{folder}`); the shipped decoding "
                   f"before voting (greedy + up to 4 retries, replayed from the same draws): "
                   f"{100 * sum(base) / n:.1f}% EX.", "",
-                  "| k | pass@k | vote@k | vote@k, empty results vote too | vote@k vs greedy+retries: won / lost, p |",
-                  "|---:|---:|---:|---:|---|"]
+                  "| k | pass@k | vote@k | vote@k, empty results vote too | vote@k vs greedy+retries: won / lost, p "
+                  "| vote@k, early stop | candidates drawn, early stop |",
+                  "|---:|---:|---:|---:|---|---:|---:|"]
         for k in ks:
             passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
             vote = [voted(a, k, True) for a in answers]
             plain = sum(voted(a, k, False) for a in answers)
             won = sum(v and not b for v, b in zip(vote, base))
             lost = sum(b and not v for v, b in zip(vote, base))
+            early = sum(voted(a, k, True, early_stop=True) for a in answers)
+            drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / n
             lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(vote) / n:.1f} | {100 * plain / n:.1f} | "
-                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} |")
+                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} | {100 * early / n:.1f} | {drawn:.1f} |")
             print(f"{name} k={k}: pass {100 * passed / n:.1f} vote {100 * sum(vote) / n:.1f} "
                   f"(plain {100 * plain / n:.1f}) vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
         lines.append("")
     body = ("pass@k: some candidate among the greedy answer and the first k-1 samples returns the gold result; "
             "vote@k: result voting over those k picks one that does (`eval.samples = k`; empty results vote only "
-            "where nothing returned rows, the shipped rule, and in the next column without that rule). Written by "
+            "where nothing returned rows, the shipped rule, and in the next column without that rule). Early stop "
+            "(`eval.vote_early_stop`): where the first sample returns the greedy answer's rows (not empty), those two "
+            "settle it and no more are drawn; its last column counts the candidates that draws on average, greedy "
+            "included. Written by "
             "`benchmarks/vote_headroom.py` from the candidates an `eval.samples = 16` run records.\n\n" + "\n".join(lines))
     if not args.no_write:
         update_section(f"vote-headroom-{args.key}", args.title or f"Sampling headroom: pass@k and vote@k ({args.key})",

@@ -161,6 +161,9 @@ class EvalConfig:
     samples: int = _opt(1, min=1, max=64, doc="result voting: the greedy answer and samples-1 sampled ones are run, "
                         "those that fail dropped, the rest grouped by result; the largest group's answer wins (ties: "
                         "the earliest candidate's group). 1: no voting")
+    vote_early_stop: bool = _opt(False, doc="in voting, draw the first sample alone and stop where it returns the "
+                                 "greedy answer's rows (not empty): the other samples are drawn only where the two "
+                                 "disagree")
     vote_prefer_nonempty: bool = _opt(True, doc="in voting, a group whose result is empty wins only where no "
                                       "candidate returned rows")
     retry_until: str = _opt("runs", choices=("runs", "correct"),

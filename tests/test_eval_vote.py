@@ -261,3 +261,29 @@ def test_training_split_sampling_keeps_the_first_correct_candidate(tmp_path):
     predictions = [json.loads(line) for line in (tmp_path / "c" / "predictions.jsonl").read_text().splitlines()]
     assert [[c["correct"] for c in p["candidates"]] for p in predictions] == [[False, False, True]] * 2
     assert [p["sql"] for p in predictions] == [golds[s.question] for s in report.scored]
+
+
+def test_early_stop_ends_the_vote_where_two_answers_agree(tmp_path):
+    """eval.vote_early_stop: the first sample alone, then the rest only where it disagrees with the greedy answer;
+    where it goes on, the answer is the full vote's, from the same seeds."""
+    from mlx_sql.eval.vote import vote_is_right
+
+    db = _shop(tmp_path)
+    run = lambda sql: execute_here(str(db), sql, 5.0)  # noqa: E731
+    paris = "SELECT name FROM customers WHERE city = 'Paris'"
+    agreeing = Scripted(["SELECT c.name FROM customers AS c WHERE c.city = 'Paris'", paris, paris])
+    voted = vote_on_record(agreeing, RECORD, paris, run, 4, 0.7, early_stop=True)
+    assert agreeing.seeds == [1] and len(voted.candidates) == 2 and voted.sql == paris
+    oslo = "SELECT name FROM customers WHERE city = 'Oslo'"
+    answers = [oslo, "SELECT name FROM customers WHERE city = 'Oslo' OR 0", oslo]
+    went_on = Scripted(answers)
+    early = vote_on_record(went_on, RECORD, paris, run, 4, 0.7, early_stop=True)
+    full = vote_on_record(Scripted(answers), RECORD, paris, run, 4, 0.7)
+    assert went_on.seeds == [1, 2, 3] and early.sql == full.sql == oslo and early.winner == full.winner == 1
+    # an empty agreement settles nothing: a misspelt filter returns no rows for both
+    empty = "SELECT name FROM customers WHERE city = 'paris'"
+    quiet = Scripted([empty, paris, paris])
+    assert vote_on_record(quiet, RECORD, empty, run, 4, 0.7, early_stop=True).sql == paris and quiet.seeds == [1, 2, 3]
+    # the replay from recorded candidates agrees with the run
+    recorded = [dict(c, correct=c["rows"] == 2) for c in voted.to_json()] + [{"group": 2, "rows": 1, "correct": False}] * 3
+    assert vote_is_right(recorded, 5, early_stop=True) and not vote_is_right(recorded, 5)

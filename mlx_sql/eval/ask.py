@@ -91,7 +91,7 @@ class Asker:
         if execute and self.recipe.eval.samples > 1:  # several answers, voted by what they return
             e = self.recipe.eval
             voted = vote_on_record(self.backend, record, sql, run, e.samples, e.retry_temperature, e.retries,
-                                   e.vote_prefer_nonempty)
+                                   e.vote_prefer_nonempty, e.vote_early_stop)
             sql, result, candidates = voted.sql, voted.result, voted.to_json()
         elif execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
             retried = retry_until_it_runs(self.backend.generate, record, sql, run, self.recipe.eval.retries,

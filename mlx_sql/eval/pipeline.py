@@ -186,7 +186,8 @@ def vote_answer(gen: Backend, record: dict, greedy_sql: str, q: Question, bench:
     right = gold_match(q, bench, split, executor, gold_cache)
     run = lambda sql: executor.run(db_path, sql)  # noqa: E731
     voted = vote_on_record(gen, record, greedy_sql, run, e.samples, e.retry_temperature,
-                           0 if until_correct else e.retries, e.vote_prefer_nonempty)
+                           0 if until_correct else e.retries, e.vote_prefer_nonempty,
+                           e.vote_early_stop and not until_correct)
     candidates = voted.to_json()
     for c, cand in zip(candidates, voted.candidates):  # correct as scored: DISTINCT removed, as from the gold
         scored_sql = remove_distinct(cand.sql)
@@ -205,6 +206,8 @@ def vote_summary(recipe: Recipe, answers: Sequence[dict], scored: Sequence[Score
     turned = [a for a in answers if a.get("overturned")]
     greedy_ran = [a for a in turned if a["candidates"][0]["group"] is not None]
     return {"samples": recipe.eval.samples, "vote_prefer_nonempty": recipe.eval.vote_prefer_nonempty,
+            "vote_early_stop": recipe.eval.vote_early_stop,
+            "candidates_mean": round(sum(len(a["candidates"]) for a in answers) / max(1, len(answers)), 2),
             "overturned": len(turned),
             "overturned_greedy_that_ran": len(greedy_ran),
             "overturned_right": sum(1 for a in turned if right.get(a["index"])),

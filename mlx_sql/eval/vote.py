@@ -115,14 +115,32 @@ def sample_texts(backend: Any, record: dict[str, Any], seeds: Sequence[int], tem
     return [backend.generate(record, temperature=temperature, seed=s) for s in seeds]
 
 
+def agree_early(candidates: Sequence[Candidate] | Sequence[dict[str, Any]]) -> bool:
+    """The greedy answer and the first sample returned the same rows, and some (`eval.vote_early_stop`: two
+    agreeing answers settle it; the rest of the samples are not drawn)."""
+    if len(candidates) < 2:
+        return False
+    first, second = candidates[0], candidates[1]
+    if isinstance(first, Candidate):
+        return first.group == 0 and second.group == 0 and bool(first.result.rows)
+    return first["group"] == 0 and second["group"] == 0 and bool(first["rows"])
+
+
 def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: Run, samples: int,
-                   temperature: float, retries: int = 0, prefer_nonempty: bool = True) -> Voted:
+                   temperature: float, retries: int = 0, prefer_nonempty: bool = True,
+                   early_stop: bool = False) -> Voted:
     """The greedy answer and `samples - 1` sampled ones, voted by result; where none runs, up to `retries`
-    further samples (seeds after the vote's) until one does, as execution-guided decoding would."""
-    texts = sample_texts(backend, record, range(1, samples), temperature)
+    further samples (seeds after the vote's) until one does, as execution-guided decoding would. With
+    `early_stop`, the first sample is drawn alone, and where it returns the greedy answer's rows the vote
+    ends there (the same seeds otherwise: the answer is the full vote's wherever it goes on)."""
     candidates = [Candidate(greedy_sql, 0, run_candidate(greedy_sql, run))]
-    candidates += [Candidate(sql, seed, run_candidate(sql, run))
-                   for seed, sql in zip(range(1, samples), map(extract_sql, texts))]
+    first_batch = range(1, 2 if early_stop and samples > 2 else samples)
+    for seeds in (first_batch, range(first_batch.stop, samples)):
+        texts = sample_texts(backend, record, seeds, temperature)
+        candidates += [Candidate(sql, seed, run_candidate(sql, run)) for seed, sql in zip(seeds, map(extract_sql, texts))]
+        group_candidates(candidates)
+        if agree_early(candidates) and early_stop:
+            break
     voted = vote(candidates, prefer_nonempty)
     if voted.winner is None:
         ran = next((c for c in candidates if c.result.runs), None)
@@ -156,8 +174,10 @@ def headroom(answers: Sequence[Sequence[dict[str, Any]]], ks: Sequence[int], pre
     return out
 
 
-def vote_is_right(candidates: Sequence[dict[str, Any]], k: int, prefer_nonempty: bool = True) -> bool:
-    """Whether voting over the first k recorded candidates picks a right one (the greedy answer where none ran)."""
-    first = list(candidates[:k])
+def vote_is_right(candidates: Sequence[dict[str, Any]], k: int, prefer_nonempty: bool = True,
+                  early_stop: bool = False) -> bool:
+    """Whether voting over the first k recorded candidates picks a right one (the greedy answer where none ran;
+    with `early_stop`, where the first sample agreed with it)."""
+    first = list(candidates[:2 if early_stop and k > 2 and agree_early(candidates) else k])
     best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
     return bool(first[0 if best is None else best].get("correct"))
