@@ -81,6 +81,21 @@ def main() -> None:
         backend.generate(r)
         backend.generate_many(r, seeds, temperature)
     timings[f"K = {args.k}, one shared-prompt batch"] = time.perf_counter() - start
+    # early stop needs the candidates' results: this row also runs them in the sandbox (the others only decode)
+    from mlx_sql.eval.extract import extract_sql
+    from mlx_sql.eval.vote import vote_on_record
+    from mlx_sql.sandbox import Executor
+
+    drawn = 0
+    with Executor(workers=1, timeout=recipe.eval.timeout) as executor:
+        executor.run(bench.db_path(questions[0].db_id, "dev"), "SELECT 1")  # the worker started, out of the timing
+        start = time.perf_counter()
+        for q, r in zip(questions, records):
+            path = bench.db_path(q.db_id, "dev")
+            voted = vote_on_record(backend, r, extract_sql(backend.generate(r)), lambda sql: executor.run(path, sql),
+                                   args.k, temperature, early_stop=True)
+            drawn += len(voted.candidates)
+        timings[f"K = {args.k}, shared batch, early stop (and the sandbox runs)"] = time.perf_counter() - start
 
     base = timings["greedy"]
     lines = [f"{len(records)} Spider dev questions (a seeded sample), {recipe.model.gguf_parts or recipe.model.gguf} "
@@ -91,10 +106,14 @@ def main() -> None:
         lines.append(f"| {name} | {len(records) / seconds:.3f} | {seconds / base:.2f}x |")
         print(f"{name}: {len(records) / seconds:.3f} questions/s, {seconds / base:.2f}x greedy")
     shared = timings[f"K = {args.k}, one shared-prompt batch"]
+    early = timings[f"K = {args.k}, shared batch, early stop (and the sandbox runs)"]
     verdict = "met" if shared / base <= 2.5 else "not met"
-    lines += ["", f"Goal K = {args.k} at ≤ 2.5x greedy's wall time: **{verdict}** ({shared / base:.2f}x); the shared "
-              f"batch takes {timings[f'K = {args.k}, separate completions'] / shared:.2f}x less time than separate "
-              "completions."]
+    lines += ["", f"Goal K = {args.k} at ≤ 2.5x greedy's wall time, all {args.k} candidates drawn: **{verdict}** "
+              f"({shared / base:.2f}x); the shared batch takes {timings[f'K = {args.k}, separate completions'] / shared:.2f}x "
+              f"less time than separate completions. With `eval.vote_early_stop` (the first sample alone, the rest "
+              f"only where it disagrees with the greedy answer) {drawn / len(records):.1f} candidates a question were "
+              f"drawn on average, {early / base:.2f}x greedy's wall time, the sandbox runs included: "
+              f"**{'met' if early / base <= 2.5 else 'not met'}** that way."]
     if not args.no_write:
         update_section("vote-cost", "What result voting costs", "\n".join(lines), shows=SHOWS)
 
