@@ -241,7 +241,11 @@ def test_synth_cli_with_an_openai_compatible_teacher_then_data_build_reads_the_p
                                text=True, timeout=300)
         assert built.returncode == 0, built.stderr
         assert "wrote 5 train and 1 valid" in built.stdout  # 8 pairs (no data.pairs: synth's), 2 held out for dev
-        print(run.stdout)
+        trained = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe), "--set", "train.iters=2",
+                                  "--set", f'train.adapter_dir="{tmp_path / "adapter"}"'], capture_output=True,
+                                 text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr
+        assert (tmp_path / "adapter" / "adapters.safetensors").is_file()
     finally:
         server.shutdown()
     assert digest(db) == before
