@@ -61,6 +61,14 @@ def in_range(value, flag: str, low: float, high: float | None = None):
 
 
 SetOption = typer.Option(None, "--set", help="Override a recipe value, e.g. --set train.lr=1e-4 (repeatable).")
+# the model and database options `ask`, `serve` and `mcp` share
+DbOption = typer.Option(..., "--db", help="Your SQLite database (opened read-only).")
+AdapterOption = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter).")
+RecipeOption = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend.")
+GgufOption = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp.")
+BackendOption = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai (default: the recipe's "
+                                                     "eval.backend).")
+ModelOption = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file.")
 
 
 @app.callback()
@@ -527,13 +535,12 @@ def demo(recipe: Path = typer.Option(Path("recipes/smollm2-135m.toml"), "--recip
 
 @app.command()
 def ask(question: Optional[str] = typer.Argument(None, help="The question; none starts an interactive loop."),
-        db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
-        recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
-        gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
-        backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai "
-                                              "(default: the recipe's eval.backend)."),
-        model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+        db: Path = DbOption,
+        adapter: Optional[Path] = AdapterOption,
+        recipe: Optional[Path] = RecipeOption,
+        gguf: Optional[Path] = GgufOption,
+        backend: Optional[str] = BackendOption,
+        model: Optional[str] = ModelOption,
         sql_only: bool = typer.Option(False, "--sql-only", help="Print the SQL; do not run it."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per answer (for scripts)."),
         rows: int = typer.Option(20, "--rows", help="Rows to show (the count is always shown)."),
@@ -597,12 +604,12 @@ def _asker_options(db: Path, adapter: Optional[Path], recipe: Optional[Path], gg
 
 
 @app.command()
-def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
-          adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
-          recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
-          gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
-          backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai."),
-          model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+def serve(db: Path = DbOption,
+          adapter: Optional[Path] = AdapterOption,
+          recipe: Optional[Path] = RecipeOption,
+          gguf: Optional[Path] = GgufOption,
+          backend: Optional[str] = BackendOption,
+          model: Optional[str] = ModelOption,
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
           port: int = typer.Option(8000, "--port", help="Port (0: any free one)."),
           overrides: Optional[List[str]] = SetOption) -> None:
@@ -626,12 +633,12 @@ def serve(db: Path = typer.Option(..., "--db", help="Your SQLite database (opene
 
 
 @app.command("mcp")
-def mcp_cmd(db: Path = typer.Option(..., "--db", help="Your SQLite database (opened read-only)."),
-            adapter: Optional[Path] = typer.Option(None, "--adapter", help="Trained adapter folder (base + adapter)."),
-            recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe: its base model, prompt and backend."),
-            gguf: Optional[Path] = typer.Option(None, "--gguf", help="A GGUF file, run in llama.cpp."),
-            backend: Optional[str] = typer.Option(None, "--backend", help="mlx, llamacpp, ollama or openai."),
-            model: Optional[str] = typer.Option(None, "--model", help="Ollama / server model name, or a GGUF file."),
+def mcp_cmd(db: Path = DbOption,
+            adapter: Optional[Path] = AdapterOption,
+            recipe: Optional[Path] = RecipeOption,
+            gguf: Optional[Path] = GgufOption,
+            backend: Optional[str] = BackendOption,
+            model: Optional[str] = ModelOption,
             overrides: Optional[List[str]] = SetOption) -> None:
     """The same ask / run SQL / schema actions as MCP tools over stdio, for a desktop assistant."""
     try:
