@@ -189,3 +189,28 @@ def test_the_plan_predicts_a_grpo_steps_peak(tiny_recipe, monkeypatch):
     measured = max(h.peak_memory_gb for h in history) * 1e9
     print(f"grpo plan: {plan.total / 1e6:.1f} MB predicted, {measured / 1e6:.1f} MB measured", flush=True)
     assert 0.75 <= plan.total / measured <= 1.25, (plan, measured)
+
+
+def test_the_execution_reward_reads_the_benchmarks_databases(tiny_recipe):
+    """No reward patched: the trainer's own reward runs each answer on the question's database in the sandbox.
+    A random model writes no SQL, so every group is all wrong, counted, and skipped."""
+    recipe = tiny_recipe("llama", "train.objective=grpo", "train.iters=1", "train.batch_size=2", "train.grpo_group=2",
+                         "train.grpo_max_tokens=4", "data.valid_fraction=0", examples=4, name="real")
+    (report,) = train(recipe).history
+    assert report.objective["groups"] >= 1 and report.objective["all_wrong_share"] == 1.0
+    assert report.objective["skipped_groups"] == report.objective["groups"] and report.objective["reward_mean"] == 0.0
+
+
+def test_execution_reward_scores_right_running_and_failing_answers(minispider):
+    from mlx_sql.data.benchmark import load_benchmark
+    from mlx_sql.sandbox import Executor
+    from mlx_sql.train.grpo import execution_reward
+
+    bench = load_benchmark(minispider)
+    question = bench.questions("train")[0]
+    record = {"db_id": question.db_id, "output": question.query}
+    with Executor(workers=1, timeout=5) as executor:
+        reward = execution_reward(bench, "train", executor, 0.1)
+        assert reward(record, question.query) == 1.0
+        assert reward(record, "SELECT 123456789") == 0.1  # runs, another result
+        assert reward(record, "SELECT nope FROM nowhere") == 0.0
