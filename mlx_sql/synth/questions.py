@@ -16,7 +16,15 @@ from mlx_sql.data.examples import SQL_HEADER
 WRITE_INSTRUCTION = ("Below are a SQLite database's schema and one SQL query over it. Write the question, in plain "
                      "English, that a user of this database would ask to get exactly this query's result. Mention "
                      "every condition and value the query uses; do not mention SQL, tables or column names "
-                     "literally where plain words do. Reply with the question only.")
+                     "literally where plain words do. Reply with the question only.\n\n"
+                     "For example, on a library's database:\n"
+                     "SQL: SELECT title FROM books WHERE year > 2000\n"
+                     "Question: What are the titles of the books published after 2000?\n"
+                     "SQL: SELECT T2.name, count(*) FROM loans AS T1 JOIN members AS T2 ON T1.member_id = T2.id "
+                     "GROUP BY T1.member_id\n"
+                     "Question: How many loans has each member made? Give the member's name and the count.\n"
+                     "SQL: SELECT name FROM members WHERE id NOT IN (SELECT member_id FROM loans)\n"
+                     "Question: Which members have never borrowed a book?")
 LEVEL_HINTS = {
     "easy": "that reads one table, with at most one filter, one aggregate or one ordering",
     "medium": "that joins two tables along a foreign key, or groups rows (GROUP BY), or filters on two conditions",
