@@ -89,9 +89,13 @@ def budget_line(label: str, synth: dict, adapter: Path) -> str:
     sources = ", ".join(f"{s} {c.get('kept', 0)} of {sum(c.values())}" for s, c in total["by_source"].items())
     settings = synth["settings"]
     position = json.loads((adapter / "checkpoint" / "position.json").read_text())
-    return (f"{label}: {synth['kept']} pairs on {len(synth['databases'])} databases (teacher: "
-            f"{Path(settings['teacher']).stem if settings.get('teacher') else 'the model itself'}, check: "
-            f"{settings['check']}) in {sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
+    uses_model = (settings["sources"] != ["templates"] or settings["questions"] != "template"
+                  or settings["check"] != "none")
+    teacher = (Path(settings["teacher"]).stem if settings.get("teacher") else "the model itself") if uses_model else \
+        "none: template SQL worded by its templates, no round trip"
+    return (f"{label}: {synth['kept']} pairs on {len(synth['databases'])} databases (teacher: {teacher}, questions: "
+            f"{settings['questions']}, check: {settings['check']}) in "
+            f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
             f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes.")
 

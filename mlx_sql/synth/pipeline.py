@@ -35,7 +35,8 @@ from mlx_sql.synth.profile import DatabaseProfile, profile_database
 from mlx_sql.synth.questions import clean_question, question_record, sql_record
 from mlx_sql.synth.templates import LEVEL_WEIGHTS, template_sql
 
-SETTINGS_KEYS = ("per_db", "attempts", "sources", "questions", "check", "teacher", "backend", "temperature", "split", "databases")
+SETTINGS_KEYS = ("per_db", "attempts", "sources", "questions", "check", "teacher", "backend", "temperature", "split",
+                 "databases")
 TEACHER_ROWS = 3  # sample rows the teacher sees, whatever the student's prompt shows
 
 
@@ -141,7 +142,8 @@ class Synthesizer:
     def decide(self, profile: DatabaseProfile, teacher_schema: str, index: int, novelty: Novelty) -> dict[str, Any]:
         """One candidate, from draw to verdict, as the line `candidates.jsonl` keeps."""
         source, made_by, sql, worded = self.draw(profile, teacher_schema, index)
-        line: dict[str, Any] = {"db_id": profile.db_id, "index": index, "source": source, "made_by": made_by, "sql": sql}
+        line: dict[str, Any] = {"db_id": profile.db_id, "index": index, "source": source, "made_by": made_by,
+                                "sql": sql}
         if not sql:
             return {**line, "outcome": "no query"}
         result = self.run(profile.path, sql)

@@ -66,7 +66,8 @@ class DatabaseProfile:
         """(table, column, referenced table, referenced column) of each foreign key between two non-empty tables."""
         names = {t.name.lower() for t in self.tables if t.rows}
         return [(fk.table, fk.column, fk.ref_table, fk.ref_column) for fk in self.schema.foreign_keys
-                if fk.table.lower() in names and fk.ref_table.lower() in names and fk.table.lower() != fk.ref_table.lower()]
+                if fk.table.lower() in names and fk.ref_table.lower() in names
+                and fk.table.lower() != fk.ref_table.lower()]
 
 
 def _kind(types: dict[str, int], values: list) -> str:

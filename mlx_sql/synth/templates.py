@@ -3,8 +3,9 @@
 Each template is a Spider-style query shape (a filter, a join along a foreign key, GROUP BY/HAVING, ORDER BY
 LIMIT, nested IN/NOT IN, a set operation) filled with columns of a compatible kind and values read from the
 database as stored, and says its question in plain template words (`synth.questions = "template"` uses them
-as they are: stilted but exact, and free; "model" has the teacher write the question from the SQL). The shapes cover Spider's hardness levels; a level is drawn first (`LEVEL_WEIGHTS`), then
-one of its templates that this database can fill. Written here from the clause mix of text-to-SQL benchmarks,
+as they are: stilted but exact, and free; "model" has the teacher write the question from the SQL). The
+shapes cover Spider's hardness levels; a level is drawn first (`LEVEL_WEIGHTS`), then one of its templates
+that this database can fill. Written here from the clause mix of text-to-SQL benchmarks,
 not copied from any benchmark's queries, so they work on any SQLite file.
 """
 
@@ -66,8 +67,8 @@ class Draw:
     def chain(self) -> list[tuple[TableProfile, str, TableProfile, str]] | None:
         """Two foreign keys that meet at a table: t1 -> t2 and t3 -> t2, or t1 -> t2 -> t3."""
         joins = self.p.joins
-        pairs = [(a, b) for a in joins for b in joins if a != b and {a[0].lower(), a[2].lower()} & {b[0].lower(), b[2].lower()}
-                 and len({a[0].lower(), a[2].lower(), b[0].lower(), b[2].lower()}) == 3]
+        ends = {j: {j[0].lower(), j[2].lower()} for j in joins}
+        pairs = [(a, b) for a in joins for b in joins if a != b and ends[a] & ends[b] and len(ends[a] | ends[b]) == 3]
         if not pairs:
             return None
         a, b = self.rng.choice(pairs)
