@@ -9,6 +9,7 @@ own (GRPO's reward, skipped groups, KL) — the plots, and the evaluation summar
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,23 @@ from mlx_sql.errors import MlxSqlError
 log = logging.getLogger("mlx_sql")
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged (not when the handler was made)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """mlx_sql's logger at `level`, writing plain lines to stderr (once)."""
     log.setLevel(level.upper())
-    if not log.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.propagate = False
