@@ -5,11 +5,12 @@ Used by the importer's tests and benchmark, and by the exporter to check the fil
 
 from __future__ import annotations
 
+import hashlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import zlib
 
 import numpy as np
 
@@ -33,6 +34,13 @@ def pick_token(logits: Any, temperature: float, rng: np.random.Generator) -> int
     top = np.argpartition(-logits, TOP_K - 1)[:TOP_K] if logits.size > TOP_K else np.arange(logits.size)
     weights = np.exp((logits[top] - logits[top].max()) / temperature)
     return int(top[rng.choice(len(top), p=weights / weights.sum())])
+
+
+def stable_seed(*parts: object) -> int:
+    """A 32-bit seed from named parts (a run's seed, a step, a question...): the same parts, the same seed, in
+    any process; different parts, unrelated seeds."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def draw_rng(seed: int, prompt: Sequence[int]) -> np.random.Generator:

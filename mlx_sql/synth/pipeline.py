@@ -10,7 +10,6 @@ after each database. Databases are opened read-only, through the sandbox.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -28,6 +27,7 @@ from mlx_sql.eval.compare import results_match
 from mlx_sql.eval.extract import extract_sql
 from mlx_sql.eval.hardness import hardness
 from mlx_sql.fileio import write_json, write_jsonl
+from mlx_sql.models.verify import stable_seed
 from mlx_sql.recipe import Recipe
 from mlx_sql.sandbox import ExecResult
 from mlx_sql.synth.filters import Novelty, result_key, skeleton, verdict
@@ -90,11 +90,6 @@ class SynthReport:
                 "databases": [d.to_json() for d in self.databases]}
 
 
-def candidate_seed(seed: int, db_id: str, index: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{db_id}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
 def read_state(path: Path) -> list[dict[str, Any]]:
     """Candidates already decided; a torn last line (the interrupt) is dropped, as is anything after it."""
     done = []
@@ -124,7 +119,7 @@ class Synthesizer:
     def draw(self, profile: DatabaseProfile, teacher_schema: str, index: int) -> tuple[str, str, str, str]:
         """(source, what made it: template name or level, SQL, the template's question or '') of candidate
         `index`."""
-        seed = candidate_seed(self.recipe.data.seed, profile.db_id, index)
+        seed = stable_seed(self.recipe.data.seed, profile.db_id, index)
         rng = random.Random(seed)
         source = self.cfg.sources[index % len(self.cfg.sources)]
         if source == "templates":

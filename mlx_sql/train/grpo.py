@@ -18,7 +18,6 @@ question, answer), so a resumed run draws exactly what the uninterrupted one dre
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,6 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_sql.models.verify import stable_seed
 from mlx_sql.train.losses import Batch, completion_log_probs
 
 Reward = Callable[[dict[str, Any], str], float]  # (record with the gold `output`, sampled SQL) -> reward
@@ -74,11 +74,6 @@ def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: m
     counts = mx.maximum(batch.mask[:, 1:].sum(axis=1), 1)
     per_answer = mx.zeros((rows,), dtype=mx.float32).at[owner_ids].add(per_token) / counts
     return per_answer.sum(), mx.array(rows, dtype=mx.float32), mx.stop_gradient(kl.sum())
-
-
-def draw_seed(seed: int, step: int, micro: int, question: int, answer: int) -> int:
-    digest = hashlib.sha256(f"grpo:{seed}:{step}:{micro}:{question}:{answer}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 @dataclass
@@ -149,7 +144,7 @@ class GRPO:
                  ) -> tuple[Any, float, float, GroupStats, Batch | None]:
         """(grads or None, loss sum, answers, stats, batch) for one question's group."""
         stats = GroupStats(groups=1)
-        seeds = [draw_seed(self.cfg.seed, step, micro, index, i) for i in range(self.cfg.grpo_group)]
+        seeds = [stable_seed("grpo", self.cfg.seed, step, micro, index, i) for i in range(self.cfg.grpo_group)]
         answers = self.sample(record, seeds)
         texts = [self.sampler.tokenizer.decode(ids) for ids, _ in answers]
         rewards = [self.reward(record, sql) if (sql := self.extract(text)) else 0.0 for text in texts]

@@ -26,6 +26,7 @@ from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters
 from mlx_sql.train.batches import BatchPlan, Records, make_batch
 from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
 from mlx_sql.train.encode import Encoder
+from mlx_sql.train.grpo import GroupStats
 from mlx_sql.train.losses import batch_loss
 
 
@@ -325,8 +326,6 @@ class Trainer:
         start = time.perf_counter()
         grads, loss_sum, tokens, real, examples, epoch = None, 0.0, 0.0, 0, 0, 0
         consumed, truncated = 0, 0
-        from mlx_sql.train.grpo import GroupStats
-
         stats = GroupStats()
         for micro in range(self.cfg.grad_accumulation * self.world):
             try:
