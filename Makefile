@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 OPENBLAS := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3))
 RUN := $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) ,)
 
-.PHONY: setup llama-cpp-wheel openblas browser test demo bench bench-quick fuse-and-export help
+.PHONY: setup llama-cpp-wheel openblas browser test demo bench bench-quick bench-grpo fuse-and-export help
 
 help:
 	@echo "make setup   create $(VENV), install mlx-sql with its test, llama.cpp, demo-model and Qwen extras (and OpenBLAS on Linux)"
@@ -17,6 +17,7 @@ help:
 	@echo "             fuse the adapter, write and check the GGUF, write the Modelfile, ollama create"
 	@echo "make bench-quick  import/export agreement, eval and training throughput, memory plan, the demo (~1 h on 2 cores)"
 	@echo "make bench   bench-quick + accuracy on the real Spider (../shared/spider; several CPU hours)"
+	@echo "make bench-grpo  a GRPO step against mlx-lm-lora's, installed in $(LORA_VENV) only (~30 min on 2 cores)"
 
 setup: openblas browser
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mlx-sql needs Python >= 3.10"'
@@ -75,6 +76,14 @@ bench-quick:
 	$(RUN)$(PY) benchmarks/train_throughput.py
 	$(RUN)$(PY) benchmarks/distributed_throughput.py
 	$(RUN)$(PY) benchmarks/demo_run.py
+
+# mlx-lm-lora is what our GRPO is timed against; it lives in its own environment, never a dependency of ours.
+LORA_VENV ?= .venv-mlx-lm-lora
+MLX_LM_LORA ?= mlx-lm-lora==5.10.2
+bench-grpo:
+	@test -x $(LORA_VENV)/bin/python || { $(PYTHON) -m venv $(LORA_VENV) && \
+	  $(LORA_VENV)/bin/pip install "$$($(PY) -c 'import sys, importlib.metadata as m; print(("mlx[cpu]" if sys.platform == "linux" else "mlx") + "==" + m.version("mlx"))')" "$(MLX_LM_LORA)"; }
+	$(RUN)$(PY) benchmarks/grpo_cost.py --lora-python $(LORA_VENV)/bin/python
 
 ADAPTER ?= $(patsubst %/,%,$(firstword $(shell ls -td adapters/*/ 2>/dev/null)))
 GGUF_TYPE ?= q8_0

@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
+def model_label(cfg) -> str:
+    """A recipe's model as its source names it (PyPI parts or package, Ollama name, GGUF file or folder)."""
+    return str(cfg.gguf_parts or cfg.gguf_package or cfg.ollama or cfg.gguf or cfg.path)
+
+
 def machine() -> str:
     """One line describing where the numbers were measured."""
     import mlx.core as mx

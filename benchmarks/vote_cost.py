@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from results import ROOT, update_section
+from results import ROOT, model_label, update_section
 
 
 SHOWS = ("What result voting costs in wall time against greedy decoding, and what decoding the K candidates as"
@@ -98,7 +98,7 @@ def main() -> None:
         timings[f"K = {args.k}, shared batch, early stop (and the sandbox runs)"] = time.perf_counter() - start
 
     base = timings["greedy"]
-    lines = [f"{len(records)} Spider dev questions (a seeded sample), {recipe.model.gguf_parts or recipe.model.gguf} "
+    lines = [f"{len(records)} Spider dev questions (a seeded sample), {model_label(recipe.model)} "
              f"in llama.cpp (2 threads), max 160 tokens, temperature {temperature}, top-k 40; the greedy answer plus "
              f"K-1 samples per question. Measured in one run by `benchmarks/vote_cost.py`.", "",
              "| decoding | questions/s | wall time vs greedy |", "|---|---:|---:|"]

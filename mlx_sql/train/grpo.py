@@ -146,6 +146,7 @@ class GRPO:
         stats = GroupStats(groups=1)
         seeds = [stable_seed("grpo", self.cfg.seed, step, micro, index, i) for i in range(self.cfg.grpo_group)]
         answers = self.sample(record, seeds)
+        stats.answer_tokens = [len(ids) + (end is not None) for ids, end in answers]  # skipped groups too
         texts = [self.sampler.tokenizer.decode(ids) for ids, _ in answers]
         rewards = [self.reward(record, sql) if (sql := self.extract(text)) else 0.0 for text in texts]
         stats.rewards = rewards
@@ -169,7 +170,6 @@ class GRPO:
                                                   self.cfg.grpo_clip, self.cfg.grpo_kl)
         mx.eval(loss, n, kl, grads)
         stats.kl_sum, stats.kl_tokens = float(kl.item()), int(reference.size)
-        stats.answer_tokens = [int(x) for x in np.asarray(batch.mask[:, 1:].sum(axis=1))]
         return grads, float(loss.item()), float(n.item()), stats, batch
 
 
