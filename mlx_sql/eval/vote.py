@@ -138,10 +138,11 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
     for seeds in (first_batch, range(first_batch.stop, samples)):
         texts = sample_texts(backend, record, seeds, temperature)
         candidates += [Candidate(sql, seed, run_candidate(sql, run)) for seed, sql in zip(seeds, map(extract_sql, texts))]
-        group_candidates(candidates)
-        if agree_early(candidates) and early_stop:
-            break
-    voted = vote(candidates, prefer_nonempty)
+        if early_stop:
+            group_candidates(candidates[:2])  # the earliest candidates' groups never depend on later ones
+            if agree_early(candidates):
+                break
+    voted = vote(candidates, prefer_nonempty)  # groups every candidate once
     if voted.winner is None:
         ran = next((c for c in candidates if c.result.runs), None)
         if ran is not None:  # it ran into the time or row limit: kept, not retried, as retries do
