@@ -215,6 +215,14 @@ class SynthConfig:
     check: str = _opt("roundtrip", choices=("roundtrip", "none"),
                       doc="keep a pair only where a model's answer to its question returns the same result "
                       "(`roundtrip`), or keep every question written (`none`)")
+    target: str = _opt("sql", choices=("sql", "answer"),
+                       doc="the SQL a pair keeps: the synthesized query (`sql`), or the round trip's answer that "
+                       "returned the same rows (`answer`: the answering model's own words for it — with no "
+                       "teacher, this model's own correct answers, as rejection-sampling finetuning trains on; "
+                       "needs check = \"roundtrip\")")
+    answer_retries: int = _opt(0, min=0, max=32,
+                               doc="in the round trip, samples drawn after the greedy answer (at "
+                               "eval.retry_temperature) until one returns the query's rows")
     teacher: str | None = _opt(doc="a recipe whose model writes the SQL and the questions (default: this recipe's)",
                                is_input_path=True)
     backend: str | None = _opt(choices=BACKENDS, doc="the teacher's backend (default: eval.backend)")
@@ -416,6 +424,9 @@ def _check_consistency(recipe: Recipe, where: str) -> None:
     if bad:
         raise MlxSqlError(f"train.target_modules: unknown projection '{bad[0]}'"
                           f"{_did_you_mean(bad[0], TARGET_MODULES)}", where)
+    if recipe.synth.target == "answer" and recipe.synth.check != "roundtrip":
+        raise MlxSqlError("synth.target = \"answer\" keeps the round trip's answer: set synth.check = \"roundtrip\"",
+                          where)
     if recipe.train.num_layers == 0:
         raise MlxSqlError("train.num_layers: 0 layers would train nothing; use -1 for all layers", where)
 

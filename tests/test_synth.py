@@ -161,6 +161,37 @@ def test_kept_pairs_run_hold_their_result_and_the_database_is_untouched(tmp_path
     assert unchecked.databases[0].outcomes["round trip differs"] == 0
 
 
+class SecondTry(ScriptedTeacher):
+    """Answers every fourth question wrongly when greedy (seed 0), then, sampled, with its own wording of the
+    query (the same rows by another SQL)."""
+
+    def generate(self, record, temperature=0.0, seed=0):
+        text = record["input"]
+        if QUESTION_HEADER in text and seed > 0:
+            n = int(re.search(r"result (\d+)", text.split(QUESTION_HEADER, 1)[1]).group(1))
+            return f"```sql\nSELECT * FROM ({self.queries[n]}) AS mine\n```"
+        return super().generate(record, temperature, seed)
+
+
+def test_pairs_can_keep_the_answering_models_own_sql(tmp_path):
+    db = make_shop(tmp_path)
+    report = run_synthesis(recipe_for(tmp_path, db, 'synth.target="answer"', "synth.answer_retries=2"),
+                           backend=SecondTry())
+    assert report.databases[0].outcomes["round trip differs"] == 0  # the sampled answer matched where greedy did not
+    pairs = [json.loads(line) for line in (tmp_path / "synth" / "pairs.jsonl").read_text().splitlines()]
+    own = [p for p in pairs if p["sql"] != p["synthesized_sql"]]
+    assert own and all(p["sql"].startswith("SELECT * FROM (") for p in own)
+    for pair in pairs:
+        result = execute_here(str(db), pair["sql"], 5)
+        assert result.ok and result_key(result.rows) == pair["result"]
+    lines = [json.loads(line) for line in (tmp_path / "synth" / "candidates.jsonl").read_text().splitlines()]
+    assert {line["answers_drawn"] for line in lines if line["outcome"] == "kept"} == {1, 2}
+    with pytest.raises(MlxSqlError, match='synth.target = "answer" keeps the round trip'):
+        recipe_for(tmp_path, db, 'synth.target="answer"', 'synth.check="none"')
+    with pytest.raises(MlxSqlError, match=r"synth.target: 'answer' -> 'sql'"):
+        run_synthesis(recipe_for(tmp_path, db, "synth.answer_retries=2"), resume=True, backend=SecondTry())
+
+
 def test_an_interrupted_run_resumes_to_the_same_pairs_without_duplicates(tmp_path):
     db = make_shop(tmp_path)
     (tmp_path / "whole").mkdir()

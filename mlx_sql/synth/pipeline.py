@@ -15,6 +15,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,17 +27,18 @@ from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.compare import results_match
 from mlx_sql.eval.extract import extract_sql
 from mlx_sql.eval.hardness import hardness
+from mlx_sql.eval.retry import Retried, retry_until
 from mlx_sql.fileio import write_json, write_jsonl
 from mlx_sql.models.verify import stable_seed
-from mlx_sql.recipe import Recipe
+from mlx_sql.recipe import Recipe, SynthConfig
 from mlx_sql.sandbox import ExecResult
 from mlx_sql.synth.filters import Novelty, result_key, skeleton, verdict
 from mlx_sql.synth.profile import DatabaseProfile, profile_database
 from mlx_sql.synth.questions import clean_question, question_record, sql_record
 from mlx_sql.synth.templates import LEVEL_WEIGHTS, template_sql
 
-SETTINGS_KEYS = ("per_db", "attempts", "sources", "questions", "check", "teacher", "backend", "temperature", "split",
-                 "databases")
+SETTINGS_KEYS = ("per_db", "attempts", "sources", "questions", "check", "target", "answer_retries", "teacher",
+                 "backend", "temperature", "split", "databases")
 TEACHER_ROWS = 3  # sample rows the teacher sees, whatever the student's prompt shows
 
 
@@ -156,17 +158,31 @@ class Synthesizer:
         if not question:
             return {**line, "outcome": "no question"}
         if self.cfg.check == "roundtrip":
-            answer = extract_sql(self.answerer.generate(self.answer_record(profile.schema, question)))
-            answered = self.run(profile.path, answer) if answer else ExecResult(None, "no query")
-            line["answer"] = answer
-            ordered = "order by" in sql.lower()
-            if not answered.ok or not results_match(result.rows, answered.rows, ordered):
+            answered, same = self.round_trip(profile, question, sql, result)
+            line.update(answer=answered.sql, answers_drawn=len(answered.failed) + same)
+            if not same:
                 return {**line, "outcome": "round trip differs"}
         novelty.add(sql, result.rows)
         return {**line, "outcome": "kept"}
 
+    def round_trip(self, profile: DatabaseProfile, question: str, sql: str, result: ExecResult
+                   ) -> tuple[Retried, bool]:
+        """The answering model's greedy answer to the question, then up to `answer_retries` samples, until one
+        returns the query's rows (the evaluator's equality): (what was tried, whether one did)."""
+        record = self.answer_record(profile.schema, question)
+        ordered = "order by" in sql.lower()
+
+        def same(got: ExecResult) -> bool:
+            return got.ok and results_match(result.rows, got.rows, ordered)
+
+        greedy = extract_sql(self.answerer.generate(record))
+        tried = retry_until(self.answerer.generate, record, greedy, lambda answer: self.run(profile.path, answer),
+                            self.cfg.answer_retries, self.recipe.eval.retry_temperature, accept=same)
+        return tried, same(tried.result)
+
     def database(self, profile: DatabaseProfile, done: Sequence[dict[str, Any]], deadline: float | None,
-                 progress: Callable[[int], None], state: Any) -> tuple[DatabaseReport, bool]:
+                 progress: Callable[[int], None], decided: Callable[[dict[str, Any]], None]
+                 ) -> tuple[DatabaseReport, bool]:
         """Candidates for one database until per_db are kept, attempts run out or the deadline passes;
         (report, whether the deadline stopped it)."""
         report, novelty = DatabaseReport(profile.db_id), Novelty()
@@ -186,8 +202,7 @@ class Synthesizer:
                 report.seconds += time.monotonic() - started
                 return report, True
             line = self.decide(profile, teacher_schema, index, novelty)
-            state.write(json.dumps(line, ensure_ascii=False) + "\n")
-            state.flush()
+            decided(line)
             report.count(line["source"], line["outcome"], line.get("hardness"))
             if line["outcome"] == "kept":
                 progress(1)
@@ -196,10 +211,12 @@ class Synthesizer:
         return report, False
 
 
-def kept_pairs(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The pairs file's records: each kept candidate as `{question, sql, db_id}` and where it came from."""
-    return [{"question": c["question"], "sql": c["sql"], "db_id": c["db_id"], "hardness": c["hardness"],
-             "source": c["source"], "made_by": c["made_by"], "rows": c["rows"], "result": c["result"]}
+def kept_pairs(lines: Sequence[dict[str, Any]], target: str = "sql") -> list[dict[str, Any]]:
+    """The pairs file's records: each kept candidate as `{question, sql, db_id}` and where it came from; with
+    `target = "answer"`, `sql` is the round trip's answer and the synthesized query stays beside it."""
+    return [{"question": c["question"], "sql": c["answer"] if target == "answer" else c["sql"], "db_id": c["db_id"],
+             "hardness": c["hardness"], "source": c["source"], "made_by": c["made_by"], "rows": c["rows"],
+             "result": c["result"], **({"synthesized_sql": c["sql"]} if target == "answer" else {})}
             for c in lines if c["outcome"] == "kept"]
 
 
@@ -213,7 +230,10 @@ def synthesize(recipe: Recipe, profiles: Sequence[DatabaseProfile], synthesizer:
     lines = read_state(synthesizer.state_path) if resume else []
     if resume and settings_path.is_file():
         before = json.loads(settings_path.read_text(encoding="utf-8"))
-        changed = [f"synth.{k}: {before.get(k)!r} -> {settings[k]!r}" for k in settings if before.get(k) != settings[k]]
+        # a setting newer than the run holds its default there
+        defaults = {f.name: f.default for f in dataclass_fields(SynthConfig)}
+        before = {k: before.get(k, defaults.get(k)) for k in settings}
+        changed = [f"synth.{k}: {before[k]!r} -> {settings[k]!r}" for k in settings if before[k] != settings[k]]
         if changed:
             raise MlxSqlError(f"--resume with other settings than the run started with ({'; '.join(changed)}); "
                               "start a new run with --overwrite or another synth.out_dir", out)
@@ -226,16 +246,21 @@ def synthesize(recipe: Recipe, profiles: Sequence[DatabaseProfile], synthesizer:
     deadline = started + recipe.synth.minutes * 60 if recipe.synth.minutes else None
     reports, stopped = [], "done"
     with open(synthesizer.state_path, "a", encoding="utf-8") as state:
+        def decided(line: dict[str, Any]) -> None:  # on disk at once (resume), and in memory for the outputs
+            state.write(json.dumps(line, ensure_ascii=False) + "\n")
+            state.flush()
+            lines.append(line)
+
         for profile in profiles:
             report, timed_out = synthesizer.database(profile, by_db.get(profile.db_id, []), deadline,
-                                                     lambda n, db=profile.db_id: on_kept(db, n), state)
+                                                     lambda n, db=profile.db_id: on_kept(db, n), decided)
             reports.append(report)
-            _write_outputs(out, read_state(synthesizer.state_path), reports, started, "running", settings)
+            _write_outputs(out, lines, reports, started, "running", settings)
             if timed_out:
                 stopped = "time limit"
                 break
     final = SynthReport(out, reports, (time.monotonic() - started) / 60, stopped, settings)
-    _write_outputs(out, read_state(synthesizer.state_path), reports, started, stopped, settings)
+    _write_outputs(out, lines, reports, started, stopped, settings)
     if not final.kept:
         outcomes = Counter()
         for r in reports:
@@ -247,7 +272,7 @@ def synthesize(recipe: Recipe, profiles: Sequence[DatabaseProfile], synthesizer:
 
 def _write_outputs(out: Path, lines: list[dict[str, Any]], reports: list[DatabaseReport], started: float,
                    stopped: str, settings: dict[str, Any]) -> None:
-    write_jsonl(out / "pairs.jsonl", kept_pairs(lines))
+    write_jsonl(out / "pairs.jsonl", kept_pairs(lines, settings["target"]))
     report = SynthReport(out, reports, (time.monotonic() - started) / 60, stopped, settings)
     write_json(out / "report.json", report.to_json())
 
