@@ -16,6 +16,9 @@ kept. Writes the section "Adapted by synthesized pairs" of RESULTS.md (its own f
     python benchmarks/synth_adaptation.py --model qwen0.5b --name self-40 --per-db 40 --minutes 60
     python benchmarks/synth_adaptation.py --model qwen0.5b --name t15-40 --teacher qwen1.5b --per-db 40 \\
         --train-set train.lr=5e-5 --against rft=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5
+    python benchmarks/synth_adaptation.py --model qwen0.5b --name own-40 --per-db 40 --train-steps 30 \\
+        --synth-set 'synth.sources=["templates"]' --synth-set 'synth.questions="template"' \\
+        --synth-set 'synth.target="answer"' --synth-set synth.answer_retries=4 --train-set train.lr=5e-5
 """
 
 from __future__ import annotations
@@ -94,7 +97,9 @@ def budget_line(label: str, synth: dict, adapter: Path) -> str:
     teacher = (Path(settings["teacher"]).stem if settings.get("teacher") else "the model itself") if uses_model else \
         "none: template SQL worded by its templates, no round trip"
     return (f"{label}: {synth['kept']} pairs on {len(synth['databases'])} databases (teacher: {teacher}, questions: "
-            f"{settings['questions']}, check: {settings['check']}) in "
+            f"{settings['questions']}, check: {settings['check']}"
+            + (f" with {settings.get('answer_retries', 0)} samples after greedy" if settings["check"] == "roundtrip" else "")
+            + (", SQL: the round trip's matching answer" if settings.get("target") == "answer" else "") + ") in "
             f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
             f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes.")
