@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from mlx_sql.sqlite import quote_identifier as q
 from mlx_sql.synth.profile import ColumnProfile, DatabaseProfile, TableProfile
@@ -37,6 +37,20 @@ def label(table: TableProfile, rng: random.Random, avoid: ColumnProfile | None =
     return rng.choice(pool) if pool else None
 
 
+class Join(NamedTuple):
+    """A foreign key: the child table's column `fk` refers to the parent table's `pk`."""
+
+    child: TableProfile
+    fk: str
+    parent: TableProfile
+    pk: str
+
+    @property
+    def clause(self) -> str:
+        """The FROM clause every join template shares: the child as T1, the parent as T2."""
+        return f"{q(self.child.name)} AS T1 JOIN {q(self.parent.name)} AS T2 ON T1.{q(self.fk)} = T2.{q(self.pk)}"
+
+
 class Draw:
     """Random choices over one database's profile; each returns None where the database has nothing to fit."""
 
@@ -56,13 +70,13 @@ class Draw:
     def value(self, column: ColumnProfile):
         return self.rng.choice(column.values)
 
-    def join(self) -> tuple[TableProfile, str, TableProfile, str] | None:
-        """A foreign key (child table, its column, parent table, its column) between two non-empty tables."""
+    def join(self) -> Join | None:
+        """A foreign key between two non-empty tables."""
         joins = self.p.joins
         if not joins:
             return None
         child, fk, parent, pk = self.rng.choice(joins)
-        return self.p.table(child), fk, self.p.table(parent), pk
+        return Join(self.p.table(child), fk, self.p.table(parent), pk)
 
     def chain(self) -> list[tuple[TableProfile, str, TableProfile, str]] | None:
         """Two foreign keys that meet at a table: t1 -> t2 and t3 -> t2, or t1 -> t2 -> t3."""
@@ -253,8 +267,8 @@ def join_filter(d: Draw) -> Made | None:
     if not c or not f:
         return None
     v = d.value(f)
-    sql = (f"SELECT {'DISTINCT ' if shown is parent else ''}{s_alias}.{q(c.name)} FROM {q(child.name)} AS T1 "
-           f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE {f_alias}.{q(f.name)} = {literal(v)}")
+    sql = (f"SELECT {'DISTINCT ' if shown is parent else ''}{s_alias}.{q(c.name)} FROM {j.clause} "
+           f"WHERE {f_alias}.{q(f.name)} = {literal(v)}")
     if shown is child:
         return sql, (f"What is the {words(c.name)} of the {plural(child.name)} whose {words(parent.name)} has the "
                      f"{words(f.name)} {said(v)}?")
@@ -268,8 +282,7 @@ def join_select(d: Draw) -> Made | None:
         return None
     child, fk, parent, pk = j
     a, b = label(child, d.rng), label(parent, d.rng)
-    return a and b and (f"SELECT T1.{q(a.name)}, T2.{q(b.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
-                        f"ON T1.{q(fk)} = T2.{q(pk)}",
+    return a and b and (f"SELECT T1.{q(a.name)}, T2.{q(b.name)} FROM {j.clause}",
                         f"List the {words(a.name)} of each {words(child.name)} together with the {words(b.name)} of "
                         f"its {words(parent.name)}.")
 
@@ -332,8 +345,7 @@ def join_group(d: Draw) -> Made | None:
         return None
     child, fk, parent, pk = j
     c = label(parent, d.rng)
-    return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 "
-                  f"ON T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)}",
+    return c and (f"SELECT T2.{q(c.name)}, count(*) FROM {j.clause} GROUP BY T1.{q(fk)}",
                   f"For each {words(parent.name)}, what is its {words(c.name)} and how many {plural(child.name)} "
                   f"does it have?")
 
@@ -347,8 +359,7 @@ def join_top(d: Draw) -> Made | None:
     if not c:
         return None
     way = d.rng.choice(["DESC", "ASC"])
-    return (f"SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = "
-            f"T2.{q(pk)} GROUP BY T1.{q(fk)} ORDER BY count(*) {way} LIMIT 1",
+    return (f"SELECT T2.{q(c.name)} FROM {j.clause} GROUP BY T1.{q(fk)} ORDER BY count(*) {way} LIMIT 1",
             f"What is the {words(c.name)} of the {words(parent.name)} with the {'most' if way == 'DESC' else 'fewest'} "
             f"{plural(child.name)}?")
 
@@ -379,8 +390,8 @@ def except_join(d: Draw) -> Made | None:
     if not c or not f:
         return None
     v = d.value(f)
-    return (f"SELECT {q(c.name)} FROM {q(parent.name)} EXCEPT SELECT T2.{q(c.name)} FROM {q(child.name)} AS T1 "
-            f"JOIN {q(parent.name)} AS T2 ON T1.{q(fk)} = T2.{q(pk)} WHERE T1.{q(f.name)} = {literal(v)}",
+    return (f"SELECT {q(c.name)} FROM {q(parent.name)} EXCEPT SELECT T2.{q(c.name)} FROM {j.clause} "
+            f"WHERE T1.{q(f.name)} = {literal(v)}",
             f"Which {words(c.name)} values of {plural(parent.name)} have no {words(child.name)} with the "
             f"{words(f.name)} {said(v)}?")
 
@@ -394,8 +405,8 @@ def join_having(d: Draw) -> Made | None:
     if not c:
         return None
     k = d.rng.choice([1, 2, 3])
-    return (f"SELECT T2.{q(c.name)}, count(*) FROM {q(child.name)} AS T1 JOIN {q(parent.name)} AS T2 ON "
-            f"T1.{q(fk)} = T2.{q(pk)} GROUP BY T1.{q(fk)} HAVING count(*) > {k} ORDER BY count(*) DESC",
+    return (f"SELECT T2.{q(c.name)}, count(*) FROM {j.clause} GROUP BY T1.{q(fk)} HAVING count(*) > {k} "
+            f"ORDER BY count(*) DESC",
             f"Which {plural(parent.name)} have more than {k} {plural(child.name)}? Give their {words(c.name)} and "
             f"how many, the most first.")
 
