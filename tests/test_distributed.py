@@ -57,6 +57,37 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_recipe, tmp_pat
     assert position["world_size"] == 2 and position["step"] == 4
 
 
+def test_grpo_on_two_processes_equals_one(tiny_recipe, tmp_path, monkeypatch):
+    """GRPO's sampling seeds come from the step's global micro-batch index, so two ranks draw exactly the answers
+    one process draws for the same micro-batches: same rewards, same update."""
+    import scripted_grpo
+    from mlx_sql.train.trainer import train
+
+    scripted_grpo.patch(monkeypatch.setattr)
+    common = ("train.objective=grpo", "train.iters=2", "train.batch_size=1", "train.grpo_group=4",
+              "train.grpo_max_tokens=6", "train.lr=1e-2", "train.eval_every=1000", "train.save_every=1000",
+              "data.valid_fraction=0")
+    one = tiny_recipe("llama", *common, "train.grad_accumulation=2", name="one", examples=8)
+    train(one)
+    two = tmp_path / "two"
+    script = Path(__file__).parent / "scripted_grpo.py"
+    result = subprocess.run([str(LAUNCH), "-n", "2", "--backend", "ring", sys.executable, str(script), str(one.source),
+                             *common, "train.grad_accumulation=1", f'train.adapter_dir="{two}"'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained 2 steps on 2 processes" in result.stdout
+    rows = [[json.loads(line)["objective"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (one.adapter_dir, two)]
+    assert [r["groups"] for r in rows[1]] == [2, 2]
+    for mine, theirs in zip(*rows):  # the same draws and rewards; the KL summed in another order
+        assert {**mine, "kl": 0} == {**theirs, "kl": 0} and mine["kl"] == pytest.approx(theirs["kl"], rel=1e-5)
+    assert sum(r["groups"] - r["skipped_groups"] for r in rows[0]) >= 1  # some group carried a signal
+    a, b = weights(one.adapter_dir), weights(two)
+    assert any(np.abs(v).max() > 0 for k, v in a.items() if "lora_b" in k)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_resume_with_another_world_size_is_refused(tiny_recipe):
     from mlx_sql.train.trainer import train
 

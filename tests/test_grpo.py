@@ -7,6 +7,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+import scripted_grpo
 from mlx.utils import tree_flatten, tree_map
 
 from mlx_sql.models.loading import load_model
@@ -114,11 +115,7 @@ def test_a_reward_that_favours_one_answer_raises_its_probability(tiny_recipe):
 def test_grpo_training_resumes_exactly_and_reports_its_metrics(tiny_recipe, monkeypatch):
     """The trainer's own loop with a reward that needs no database: sampling is seeded by step, so an
     interrupted, resumed run equals an uninterrupted one."""
-    import mlx_sql.train.grpo as grpo_module
-
-    monkeypatch.setattr(grpo_module, "execution_reward",
-                        lambda *args: lambda record, sql: float(len(sql) % 3 == 0) if sql else 0.0)
-    monkeypatch.setattr(grpo_module.GRPO, "__init__", _raw_text_init(grpo_module.GRPO.__init__))
+    scripted_grpo.patch(monkeypatch.setattr)
     common = ("train.objective=grpo", "train.iters=4", "train.batch_size=2", "train.grpo_group=4",
               "train.grpo_max_tokens=6", "train.lr=1e-2", "train.save_every=100", "data.valid_fraction=0")
     full = train(tiny_recipe("llama", *common, examples=8, name="full"))
@@ -140,12 +137,6 @@ def test_grpo_training_resumes_exactly_and_reports_its_metrics(tiny_recipe, monk
         assert 0 <= o["all_right_share"] + o["all_wrong_share"] <= 1 and o["kl"] >= 0
     assert (part.adapter_dir / "reward.png").is_file()
 
-
-def _raw_text_init(init):
-    def wrapped(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.extract = lambda text: text.strip()  # a random model writes no SQL: reward its raw text
-    return wrapped
 
 
 def test_grpo_refuses_what_it_cannot_do(tiny_recipe):
@@ -174,12 +165,9 @@ def test_a_run_starts_from_a_trained_adapter(tiny_recipe):
 
 
 def test_the_plan_predicts_a_grpo_steps_peak(tiny_recipe, monkeypatch):
-    import mlx_sql.train.grpo as grpo_module
     from mlx_sql.train.plan import make_plan
 
-    monkeypatch.setattr(grpo_module, "execution_reward",
-                        lambda *args: lambda record, sql: float(len(sql) % 2 == 0) if sql else 0.0)
-    monkeypatch.setattr(grpo_module.GRPO, "__init__", _raw_text_init(grpo_module.GRPO.__init__))
+    scripted_grpo.patch(monkeypatch.setattr, modulus=2)
     recipe = tiny_recipe("llama", "train.objective=grpo", "train.iters=4", "train.batch_size=1", "train.grpo_group=8",
                          "train.grpo_max_tokens=24", "train.save_every=100", "data.valid_fraction=0", examples=8,
                          name="plan")
