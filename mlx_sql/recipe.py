@@ -91,6 +91,9 @@ class DataConfig:
     own_answers_hardness: str = _opt("easy", choices=("easy", "medium", "hard", "extra"),
                                      doc="keep only own answers to questions this hard or harder (Spider hardness of "
                                      "the gold query): a small model trained on its easy answers drifts to simpler SQL")
+    sometimes_right: str | None = _opt(doc="an evaluation folder of the model on the train split scored with "
+                                       "eval.samples > 1: train only on the questions some but not all of its "
+                                       "candidates answered right (what GRPO learns from); applied after max_examples", is_input_path=True)
     out_dir: str | None = _opt(doc="where train.jsonl / valid.jsonl go (default data/<recipe name>)")
     instruction: str = _opt("Write one SQLite query that answers the question, using only the tables and "
                             "columns in the schema. Reply with the SQL only.")

@@ -160,3 +160,38 @@ def test_own_answers_of_a_hardness_or_harder(write_recipe, tmp_path):
     # the recipe spells the levels out (importing the scorer would load sqlglot for every command): same levels
     choices = next(f.metadata["choices"] for f in fields(DataConfig) if f.name == "own_answers_hardness")
     assert choices == LEVELS
+
+
+def test_sometimes_right_keeps_only_the_questions_whose_candidates_disagree(write_recipe, tmp_path):
+    """data.sometimes_right: from a report scored with several candidates a question, only the questions some but
+    not all of them answered right are trained on (GRPO's informative groups)."""
+    from mlx_sql.data.own_answers import load_sometimes_right
+
+    report, questions = scored_report(tmp_path, "train", lambda q: q.query)
+    folder = report.out_dir
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "samples": 4}))
+    pattern = {0: [True, True, True, True], 1: [False, False, False, False], 2: [True, False, False, True],
+               3: [False, True, False, False]}  # all right, all wrong, mixed, mixed
+    lines = [json.dumps({"index": q.index, "sql": q.query,
+                         "candidates": [{"sql": q.query, "correct": c} for c in pattern[q.index % 4]]})
+             for q in questions]
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    mixed = {(q.db_id, q.question) for q in questions if q.index % 4 in (2, 3)}
+    assert load_sometimes_right(folder, "train") == mixed
+    built = build_dataset(recipe(write_recipe, tmp_path, f'data.sometimes_right="{folder}"', "data.valid_fraction=0.1"))
+    train = read(built.out_dir / "train.jsonl")
+    assert train and all((r["db_id"], r["question"]) in mixed for r in train)
+    assert len(train) == built.train >= len(mixed) * 0.7  # the held-out databases' questions are not trained on
+    with pytest.raises(MlxSqlError, match="answers the 'train' split; the questions to keep must come from the "
+                                          "'dev' split"):
+        load_sometimes_right(folder, "dev")
+    (folder / "summary.json").write_text(json.dumps({**summary, "samples": 1}))
+    with pytest.raises(MlxSqlError, match="one answer a question: score it with eval.samples > 1"):
+        load_sometimes_right(folder, "train")
+    (folder / "summary.json").write_text(json.dumps({**summary, "samples": 4}))
+    (folder / "predictions.jsonl").write_text("\n".join(json.dumps({"index": q.index, "candidates": [
+        {"correct": True}, {"correct": True}]}) for q in questions) + "\n")
+    with pytest.raises(MlxSqlError, match="none of its \\d+ questions was answered right only sometimes"):
+        build_dataset(recipe(write_recipe, tmp_path, f'data.sometimes_right="{folder}"'))
+

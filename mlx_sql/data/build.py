@@ -14,7 +14,7 @@ import numpy as np
 from mlx_sql.data.benchmark import Benchmark, Question, recipe_benchmark
 from mlx_sql.data.examples import RECORD_KEYS, make_record, render_prompt_completion
 from mlx_sql.data.jsonl import iter_jsonl
-from mlx_sql.data.own_answers import OwnAnswers, load_own_answers
+from mlx_sql.data.own_answers import OwnAnswers, load_own_answers, load_sometimes_right
 from mlx_sql.data.hub import load_hf_questions
 from mlx_sql.data.pruning import (PromptSchemas, TokenCounter, approx_tokens, prompt_schema, prune_for_training,
                                   token_counter)
@@ -221,6 +221,12 @@ def build_dataset(recipe: Recipe, tokenizer: Any = None, advance: Callable[[], N
                           "answers (was it evaluated on other databases?)", cfg.own_answers)
     if cfg.own_answers_only:  # rejection-sampling finetuning: no gold-style target at all
         train = [q for q in train if (q.db_id, q.question) in answers]
+    if cfg.sometimes_right:
+        mixed = load_sometimes_right(Path(cfg.sometimes_right), split)
+        train = [q for q in train if (q.db_id, q.question) in mixed]
+        if not train:
+            raise MlxSqlError(f"none of the training questions is among its {len(mixed)} answered right only "
+                              "sometimes (was it evaluated on other questions?)", cfg.sometimes_right)
     if on_total:
         on_total(len(train) + len(valid))
 

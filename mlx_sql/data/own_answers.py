@@ -8,6 +8,10 @@ and what the gradient has to teach is concentrated on the questions it got wrong
 The answers come from an evaluation report (`mlx-sql eval --set eval.split=train`): its
 per_example.jsonl says, per question, which SQL the model wrote and whether it executed to the gold
 result. Only the training split is accepted, so dev can never leak into training this way.
+
+The same report, scored with several candidates a question (`eval.samples`), also says which questions the
+model answers right only sometimes: the ones GRPO learns from (a group that is all right or all wrong carries
+no signal), so `data.sometimes_right` keeps only those and no training step is spent sampling the rest.
 """
 
 from __future__ import annotations
@@ -47,3 +51,32 @@ def load_own_answers(folder: Path, split: str, at_least: str = "easy") -> OwnAns
         raise MlxSqlError(f"none of its {len(rows)} predictions{which} returned the gold result: nothing to train "
                           "on from it", rows_path)
     return answers
+
+
+def load_sometimes_right(folder: Path, split: str) -> set[tuple[str, str]]:
+    """(db_id, question) of the questions some but not all of whose recorded candidates in the report in `folder`
+    (`eval.samples` > 1 on `split`) returned the gold result."""
+    import json
+
+    from mlx_sql.eval.report import load_report
+
+    summary, rows = load_report(folder, "; make one with `mlx-sql eval --recipe RECIPE --set eval.split=train "
+                                        "--set eval.samples=8`")
+    if summary.get("split") != split:
+        raise MlxSqlError(f"this report answers the '{summary.get('split')}' split; the questions to keep must come "
+                          f"from the '{split}' split the recipe trains on", folder / "summary.json")
+    if (summary.get("samples") or 1) < 2:
+        raise MlxSqlError("this report has one answer a question: score it with eval.samples > 1 to tell which "
+                          "questions are answered right only sometimes", folder / "summary.json")
+    keys = {row["index"]: (row["db_id"], row["question"]) for row in rows if "index" in row}
+    mixed = set()
+    for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else {}
+        right = [bool(c.get("correct")) for c in record.get("candidates", [])]
+        if record.get("index") in keys and any(right) and not all(right):
+            mixed.add(keys[record["index"]])
+    if not mixed:
+        raise MlxSqlError(f"none of its {len(rows)} questions was answered right only sometimes: nothing for GRPO "
+                          "to learn from", folder)
+    return mixed
+
