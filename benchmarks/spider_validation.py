@@ -30,6 +30,13 @@ finetuning):
 harder (by the gold query; `data.own_answers_hardness`): the same answers without the easy ones, whose
 single-table queries pulled the finetuned model toward simpler SQL.
 
+GRPO (`train.objective=grpo`) with `data.sometimes_right=candidates` trains only on the questions, among the first
+--own-questions, for which some but not all of the untrained model's 8 candidates (greedy + 7 samples, in
+llama.cpp) returned the gold result; `train.init_adapter=FOLDER` starts from a trained adapter (e.g. rft's):
+
+    python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 \
+        --train "grpo=train.objective=grpo;data.sometimes_right=candidates;train.batch_size=2;train.lr=1e-5"
+
 Each adapter is also paired with the first base variant of the run that decodes alike, question by question
 (won, lost, exact sign test p): on 200 questions a few points can be chance. --retries N also scores each
 adapter with `eval.retries=N` (redoing only its greedy queries SQLite rejected), as the recipes ship.
@@ -115,10 +122,10 @@ def base_export(recipe, out: Path) -> Path:
 
 def data_folder(args, sets: str) -> Path:
     """Variants that change only training share one dataset; data.* overrides (schema text) get their own,
-    own answers by name only (their value is a path); TOML quotes are left out of the folder's name, which
+    own answers and sometimes-right reports by name only (their value is a path); TOML quotes are left out of the folder's name, which
     goes into a quoted TOML string itself."""
-    data_sets = sorted("data.own_answers=" + Path(s.split("=", 1)[1].strip('"')).name
-                       if s.startswith("data.own_answers=") else s.replace('"', "")
+    data_sets = sorted(s.split("=", 1)[0] + "=" + Path(s.split("=", 1)[1].strip('"')).name
+                       if s.startswith(("data.own_answers=", "data.sometimes_right=")) else s.replace('"', "")
                        for s in sets.split(";") if s.startswith("data."))
     return Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
 
@@ -154,27 +161,29 @@ def train_variant(recipe_file: str, common: list[str], name: str, sets: str, arg
     return run
 
 
-def own_answers(recipe_file: str, common: list[str], sets: str, args, sampled: bool) -> Path:
-    """The untrained model's answers to the questions the first `--train-steps` batches hold (`sampled`: the
-    first --own-questions, each sampled up to 4 more times until one returns the gold result), scored
-    (resumable): the `data.own_answers` of a self-distilled variant."""
+def own_answers(recipe_file: str, common: list[str], sets: str, args, mode: str) -> Path:
+    """The untrained model's answers to the questions the first `--train-steps` batches hold (mode `own`), or to
+    the first --own-questions (`sampled`: each sampled up to 4 more times until one returns the gold result;
+    `candidates`: the greedy answer and 7 samples, all recorded), scored (resumable): the `data.own_answers` of
+    a self-distilled variant, or the `data.sometimes_right` of a GRPO one."""
     from mlx_sql.data.build import build_dataset
     from mlx_sql.data.jsonl import iter_jsonl
     from mlx_sql.models.sources import gguf_file
     from mlx_sql.models.tokenizer import load_tokenizer
     from mlx_sql.recipe import load_recipe
 
-    plain = [s for s in sets.split(";") if s and not s.startswith("data.own_answers")]
+    plain = [s for s in sets.split(";") if s and not s.startswith(("data.own_answers", "data.sometimes_right"))]
     data = data_folder(args, ";".join(plain))
-    sampling = ["eval.retries=4", 'eval.retry_until="correct"'] if sampled else []
+    sampling = {"own": [], "sampled": ["eval.retries=4", 'eval.retry_until="correct"'],
+                "candidates": ["eval.samples=8", "eval.vote_early_stop=false"]}[mode]
     recipe = load_recipe(ROOT / recipe_file, [*common, f'data.out_dir="{data}"', f"data.max_examples={args.train_examples}",
                                               *plain, *sampling])
     if not (data / "train.jsonl").is_file():
         build_dataset(recipe, load_tokenizer(recipe.model))
-    count = args.own_questions if sampled else args.train_steps * recipe.train.batch_size
+    count = args.train_steps * recipe.train.batch_size if mode == "own" else args.own_questions
     records = [r for _, r in iter_jsonl(data / "train.jsonl")][:count]
     wanted = {(r["db_id"], r["question"]) for r in records}
-    kind = "sampled-answers" if sampled else "own-answers"
+    kind = {"own": "own-answers", "sampled": "sampled-answers", "candidates": "candidates8"}[mode]
     out = Path(args.out) / args.model / f"{kind}{data.name[len('train-data'):]}-{len(wanted)}"
     reuse_smaller(out, wanted)
     score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf_file(recipe.model)),
@@ -294,9 +303,12 @@ def main() -> None:
         for kind in ("own", "sampled"):
             match = re.search(rf"data\.own_answers={kind}(?::(\w+))?(?=;|$)", sets)
             if match:
-                folder = own_answers(recipe_file, common, sets, args, sampled=kind == "sampled")
+                folder = own_answers(recipe_file, common, sets, args, kind)
                 hardness = f';data.own_answers_hardness="{match.group(1)}"' if match.group(1) else ""
                 sets = sets.replace(match.group(0), f'data.own_answers="{folder}"{hardness}')
+        if re.search(r"data\.sometimes_right=candidates(?=;|$)", sets):  # GRPO on what the model gets right sometimes
+            folder = own_answers(recipe_file, common, sets, args, "candidates")
+            sets = re.sub(r"data\.sometimes_right=candidates(?=;|$)", f'data.sometimes_right="{folder}"', sets)
         specs.append((name, sets))
     trained = [f"{name}={train_variant(recipe_file, common, name, sets, args)}" for name, sets in specs]
     for spec in [*args.adapter, *trained]:
