@@ -54,13 +54,13 @@ def group_advantages(rewards: Sequence[float]) -> np.ndarray | None:
     return (r - r.mean()) / (std + 1e-4)
 
 
-def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: mx.array, clip: float,
+def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: mx.array | None, clip: float,
               kl_weight: float) -> tuple[mx.array, mx.array, mx.array]:
     """(sum over answers of each answer's mean token loss, number of answers, summed token KL): the trainer's
     (sum, count) form, and the KL for the metrics.
 
     `reference` is the log-probability of each answer token under the reference model (flat, as
-    `completion_log_probs` orders them); `advantages` one per answer.
+    `completion_log_probs` orders them; None with `kl_weight` 0: no KL term); `advantages` one per answer.
     """
     log_probs, owner = completion_log_probs(model, batch)
     rows = batch.mask.shape[0]
@@ -68,12 +68,15 @@ def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: m
     ratio = mx.exp(log_probs - mx.stop_gradient(log_probs))
     adv = advantages[owner_ids]
     surrogate = mx.minimum(ratio * adv, mx.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
-    delta = reference - log_probs
-    kl = mx.exp(delta) - delta - 1.0
-    per_token = -(surrogate - kl_weight * kl)
+    if kl_weight > 0:
+        delta = reference - log_probs
+        kl = mx.exp(delta) - delta - 1.0
+        per_token, kl_sum = -(surrogate - kl_weight * kl), mx.stop_gradient(kl.sum())
+    else:
+        per_token, kl_sum = -surrogate, mx.array(0.0)
     counts = mx.maximum(batch.mask[:, 1:].sum(axis=1), 1)
     per_answer = mx.zeros((rows,), dtype=mx.float32).at[owner_ids].add(per_token) / counts
-    return per_answer.sum(), mx.array(rows, dtype=mx.float32), mx.stop_gradient(kl.sum())
+    return per_answer.sum(), mx.array(rows, dtype=mx.float32), kl_sum
 
 
 @dataclass
@@ -119,9 +122,12 @@ class GRPO:
         self.sampler = MLXBackend(model, tokenizer, cfg.grpo_max_tokens)
         self.extract = extract_sql
         self.loss_and_grad = nn.value_and_grad(model, grpo_loss)
+        self.weights_of_step: int | None = None  # the step whose weights the sampler's prefix keys were made with
 
-    def sample(self, record: dict[str, Any], seeds: list[int]) -> list[tuple[list[int], int | None]]:
-        self.sampler._prefix = None  # the adapter moved since the last step: its prefix keys are stale
+    def sample(self, record: dict[str, Any], seeds: list[int], step: int) -> list[tuple[list[int], int | None]]:
+        if step != self.weights_of_step:  # the adapter moved since: the prefix keys are stale
+            self.sampler._prefix = None
+            self.weights_of_step = step
         self.model.eval()  # no dropout while drawing answers
         try:
             return self.sampler.sample_ids(record, seeds, self.cfg.grpo_temperature)
@@ -145,7 +151,7 @@ class GRPO:
         """(grads or None, loss sum, answers, stats, batch) for one question's group."""
         stats = GroupStats(groups=1)
         seeds = [stable_seed("grpo", self.cfg.seed, step, micro, index, i) for i in range(self.cfg.grpo_group)]
-        answers = self.sample(record, seeds)
+        answers = self.sample(record, seeds, step)  # a step's questions share a schema: its prefix is computed once
         stats.answer_tokens = [len(ids) + (end is not None) for ids, end in answers]  # skipped groups too
         texts = [self.sampler.tokenizer.decode(ids) for ids, _ in answers]
         rewards = [self.reward(record, sql) if (sql := self.extract(text)) else 0.0 for text in texts]
@@ -162,14 +168,17 @@ class GRPO:
         batch = self.group_batch(record, answers)
         if batch is None:
             return None, 0.0, 0.0, stats, None
-        with adapters_off(self.model):
-            reference, _ = completion_log_probs(self.model, batch)
-            reference = mx.stop_gradient(reference)
-            mx.eval(reference)
+        if self.cfg.grpo_kl > 0:
+            with adapters_off(self.model):
+                reference, _ = completion_log_probs(self.model, batch)
+                reference = mx.stop_gradient(reference)
+                mx.eval(reference)
+        else:  # no KL term: the reference pass is skipped
+            reference = None
         (loss, n, kl), grads = self.loss_and_grad(self.model, batch, mx.array(advantages), reference,
                                                   self.cfg.grpo_clip, self.cfg.grpo_kl)
         mx.eval(loss, n, kl, grads)
-        stats.kl_sum, stats.kl_tokens = float(kl.item()), int(reference.size)
+        stats.kl_sum, stats.kl_tokens = float(kl.item()), int(batch.mask[:, 1:].sum().item())
         return grads, float(loss.item()), float(n.item()), stats, batch
 
 
