@@ -47,7 +47,8 @@ def our_run(recipe, steps: int) -> dict:
     return {"step_ends": [t - start for t in ends], "peak_memory_gb": max(r.peak_memory_gb for r in reports),
             "answer_tokens": [o.get("answer_tokens", 0.0) for o in objective],
             "uniform_groups": int(sum(o.get("skipped_groups", 0) for o in objective)),
-            "reward_mean": [o.get("reward_mean", 0.0) for o in objective]}
+            "reward_mean": [o.get("reward_mean", 0.0) for o in objective],
+            "phases": {p: sum(o.get(f"{p}_s", 0.0) for o in objective[1:]) for p in ("sampling", "reward", "loss")}}
 
 
 def job_for_worker(recipe, steps: int) -> dict:
@@ -147,6 +148,9 @@ def main() -> None:
               f"questions/s at {memory:.2f}x the memory). Each side samples its own answers, so answer lengths and "
               f"the groups whose answers all earned the same reward (ours skips their loss, mlx-lm-lora computes "
               f"it) differ between the sides; both are in the table."]
+    timed = ours["step_ends"][-1] - ours["step_ends"][0]
+    lines.append("Where our steps' time went (after the first): " + ", ".join(
+        f"{phase} {seconds / timed:.0%}" for phase, seconds in ours["phases"].items()) + ".")
     print("\n".join(lines))
     if not args.no_write:
         update_section("grpo-cost", "A GRPO step against mlx-lm-lora", "\n".join(lines), shows=SHOWS)

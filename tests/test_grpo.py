@@ -135,6 +135,7 @@ def test_grpo_training_resumes_exactly_and_reports_its_metrics(tiny_recipe, monk
         # batches are cut at database boundaries: a step holds one or two questions
         assert o["groups"] in (1, 2) and 0 <= o["reward_mean"] <= 1 and o["answer_tokens"] >= 0
         assert 0 <= o["all_right_share"] + o["all_wrong_share"] <= 1 and o["kl"] >= 0
+        assert o["sampling_s"] > 0 and o["reward_s"] >= 0 and o["loss_s"] >= 0  # where the step's time went
     assert (part.adapter_dir / "reward.png").is_file()
 
 

@@ -18,6 +18,7 @@ question, answer), so a resumed run draws exactly what the uninterrupted one dre
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -79,6 +80,9 @@ def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: m
     return per_answer.sum(), mx.array(rows, dtype=mx.float32), kl_sum
 
 
+PHASES = ("sampling", "reward", "loss")  # a question's time: drawing its answers, running them, the gradient
+
+
 @dataclass
 class GroupStats:
     """What a step's groups did, for metrics.jsonl."""
@@ -91,6 +95,7 @@ class GroupStats:
     answer_tokens: list[int] = field(default_factory=list)
     kl_sum: float = 0.0
     kl_tokens: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))  # where the time went
 
     def add(self, other: "GroupStats") -> None:
         self.groups += other.groups
@@ -101,6 +106,8 @@ class GroupStats:
         self.answer_tokens += other.answer_tokens
         self.kl_sum += other.kl_sum
         self.kl_tokens += other.kl_tokens
+        for phase in PHASES:
+            self.seconds[phase] += other.seconds[phase]
 
     def to_json(self) -> dict[str, float]:
         n = max(1, self.groups)
@@ -108,7 +115,8 @@ class GroupStats:
                 "groups": self.groups, "all_right_share": self.all_right / n, "all_wrong_share": self.all_wrong / n,
                 "skipped_groups": self.all_right + self.all_wrong + self.all_alike,
                 "kl": self.kl_sum / self.kl_tokens if self.kl_tokens else 0.0,
-                "answer_tokens": float(np.mean(self.answer_tokens)) if self.answer_tokens else 0.0}
+                "answer_tokens": float(np.mean(self.answer_tokens)) if self.answer_tokens else 0.0,
+                **{f"{phase}_s": round(self.seconds[phase], 3) for phase in PHASES}}
 
 
 class GRPO:
@@ -150,12 +158,16 @@ class GRPO:
                  ) -> tuple[Any, float, float, GroupStats, Batch | None]:
         """(grads or None, loss sum, answers, stats, batch) for one question's group."""
         stats = GroupStats(groups=1)
+        started = time.perf_counter()
         seeds = [stable_seed("grpo", self.cfg.seed, step, micro, index, i) for i in range(self.cfg.grpo_group)]
         answers = self.sample(record, seeds, step)  # a step's questions share a schema: its prefix is computed once
         stats.answer_tokens = [len(ids) + (end is not None) for ids, end in answers]  # skipped groups too
         texts = [self.sampler.tokenizer.decode(ids) for ids, _ in answers]
+        sampled = time.perf_counter()
         rewards = [self.reward(record, sql) if (sql := self.extract(text)) else 0.0 for text in texts]
         stats.rewards = rewards
+        rewarded = time.perf_counter()
+        stats.seconds.update(sampling=sampled - started, reward=rewarded - sampled)
         advantages = group_advantages(rewards)
         if advantages is None:
             if min(rewards) >= 1.0:
@@ -179,6 +191,7 @@ class GRPO:
                                                   self.cfg.grpo_clip, self.cfg.grpo_kl)
         mx.eval(loss, n, kl, grads)
         stats.kl_sum, stats.kl_tokens = float(kl.item()), int(batch.mask[:, 1:].sum().item())
+        stats.seconds["loss"] = time.perf_counter() - rewarded
         return grads, float(loss.item()), float(n.item()), stats, batch
 
 

@@ -400,7 +400,7 @@ class Trainer:
             row = {"reward_mean": summed[0] / max(1.0, total_n), "groups": int(summed[2]),
                    "all_right_share": summed[3] / groups, "all_wrong_share": summed[4] / groups,
                    "skipped_groups": int(summed[5]), "kl": summed[6] / summed[7] if summed[7] else 0.0,
-                   "answer_tokens": row["answer_tokens"]}
+                   "answer_tokens": row["answer_tokens"], **{k: v for k, v in row.items() if k.endswith("_s")}}
         return row
 
     def _peak_memory_gb(self) -> float:
