@@ -16,6 +16,7 @@ kept. Writes the section "Adapted by synthesized pairs" of RESULTS.md (its own f
     python benchmarks/synth_adaptation.py --model qwen0.5b --name self-40 --per-db 40 --minutes 60
     python benchmarks/synth_adaptation.py --model qwen0.5b --name t15-40 --teacher qwen1.5b --per-db 40 \\
         --train-set train.lr=5e-5 --against rft=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5
+    python benchmarks/synth_adaptation.py --model qwen0.5b --name csu-own --databases csu_1 --per-db 80 ...
     python benchmarks/synth_adaptation.py --model qwen0.5b --name own-40 --per-db 40 --train-steps 30 \\
         --synth-set 'synth.sources=["templates"]' --synth-set 'synth.questions="template"' \\
         --synth-set 'synth.target="answer"' --synth-set synth.answer_retries=4 --train-set train.lr=5e-5
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=4)
     parser.add_argument("--against", action="append", default=[], help="NAME=ADAPTER scored alike, to pair with")
     parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--databases", help="only these of the databases, comma-separated: one user database's "
+                        "case (synthesis, training and scoring on it alone; the untrained model scored on it too)")
     parser.add_argument("--on-dev", action="store_true")
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
@@ -138,6 +141,13 @@ def main() -> None:
         databases = sorted({q.db_id for q in bench.questions("dev") if bench.has_database(q.db_id, "dev")})
     else:
         databases = held_out(base)
+    only = ""
+    if args.databases:
+        wanted = args.databases.split(",")
+        unknown = sorted(set(wanted) - set(databases))
+        if unknown:
+            raise SystemExit(f"--databases: {unknown[0]} is not one of {', '.join(databases)}")
+        databases, only = sorted(wanted), "-" + "+".join(sorted(wanted))
     limit, prefix = (0, "dev-") if args.on_dev else (args.questions, "")
     root = Path(args.out) / args.model / f"{prefix}{args.name}"
     teacher = [f'synth.teacher="{ROOT / RECIPES[args.teacher][1]}"'] if args.teacher else []
@@ -155,7 +165,8 @@ def main() -> None:
     for retries in sorted({0, args.retries}):
         suffix = f"-retry{retries}" if retries else ""
         sets = [*scoring, f"eval.retries={retries}"]
-        runs = {f"base, ddl-rows3{suffix}": (validation / f"{prefix}base-ddl-rows3{suffix}", None, str(gguf_file(base.model))),
+        runs = {f"base, ddl-rows3{only}{suffix}": (validation / f"{prefix}base-ddl-rows3{only}{suffix}", None,
+                                                   str(gguf_file(base.model))),
                 f"synth, {args.name}{suffix}": (root / f"score{suffix}", adapter, None),
                 **{f"LoRA, {n}{suffix}": (Path(a) / f"score-{prefix}{args.model}{suffix}", Path(a), None)
                    for n, _, a in (s.partition("=") for s in args.against)}}
@@ -168,7 +179,7 @@ def main() -> None:
             rows[label] = score_variant(recipe, folder, f"{args.model}-{folder.name}", databases, limit, None,
                                         "llamacpp", gguf)
 
-    key = f"synth-adaptation{'-dev' if args.on_dev else ''}-{args.model}"
+    key = f"synth-adaptation{'-dev' if args.on_dev else ''}{only}-{args.model}"
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
     match = section_pattern(key).search(text)
     earlier = match.group(1).splitlines() if match else []
@@ -198,8 +209,10 @@ def main() -> None:
              "|---|" + "---:|" * (len(LEVELS) + 1),
              *sorted(table.values(), key=lambda line: (not line.startswith("| base"), line)), "",
              *notes.values()]
-    heading = "Adapted by synthesized pairs" + (", on Spider dev" if args.on_dev else ", validation split")
-    update_section(key, f"{heading}: {title} (`benchmarks/synth_adaptation.py{' --on-dev' if args.on_dev else ''}`)",
+    heading = "Adapted by synthesized pairs" + (", on Spider dev" if args.on_dev else ", validation split") + \
+        (f", only {', '.join(databases)}" if only else "")
+    flags = (" --on-dev" if args.on_dev else "") + (f" --databases {args.databases}" if only else "")
+    update_section(key, f"{heading}: {title} (`benchmarks/synth_adaptation.py{flags}`)",
                    "\n".join(lines),
                    shows="Whether pairs `mlx-sql synth` writes from the databases alone teach the model those "
                    "databases: an adapter trained on them only, scored on the databases' real questions against the "
