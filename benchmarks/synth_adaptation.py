@@ -16,7 +16,8 @@ kept. Writes the section "Adapted by synthesized pairs" of RESULTS.md (its own f
     python benchmarks/synth_adaptation.py --model qwen0.5b --name self-40 --per-db 40 --minutes 60
     python benchmarks/synth_adaptation.py --model qwen0.5b --name t15-40 --teacher qwen1.5b --per-db 40 \\
         --train-set train.lr=5e-5 --against rft=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5
-    python benchmarks/synth_adaptation.py --model qwen0.5b --name csu-own --databases csu_1 --per-db 80 ...
+    python benchmarks/synth_adaptation.py --model qwen0.5b --name csu-own --databases csu_1 --per-db 80 \\
+        --train-steps 30 --synth-set 'synth.target="answer"' --synth-set synth.answer_retries=4
     python benchmarks/synth_adaptation.py --model qwen0.5b --name own-40 --per-db 40 --train-steps 30 \\
         --synth-set 'synth.sources=["templates"]' --synth-set 'synth.questions="template"' \\
         --synth-set 'synth.target="answer"' --synth-set synth.answer_retries=4 --train-set train.lr=5e-5
