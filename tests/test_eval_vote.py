@@ -79,6 +79,17 @@ def test_empty_results_win_only_where_nothing_returned_rows(tmp_path):
     assert plain.winner == 0 and plain.result.rows == ()
 
 
+def test_an_empty_result_outvotes_rows_only_with_the_majority_asked():
+    from mlx_sql.eval.vote import winner
+
+    groups, empty = [0, 0, 0, 0, 4, 4], [True] * 4 + [False] * 2  # 4 votes for no rows, 2 for some rows
+    assert winner(groups, empty) == 4  # by default an empty result never outvotes rows
+    assert winner(groups, empty, empty_majority=2) == 0  # twice the votes: it does
+    assert winner(groups, empty, empty_majority=3) == 4
+    assert winner(groups, empty, prefer_nonempty=False) == 0
+    assert winner([0, 0, None], [True, True, True], empty_majority=2) == 0  # nothing returned rows
+
+
 def test_when_every_candidate_fails_retries_go_on_from_the_next_seed(tmp_path):
     db = _shop(tmp_path)
     run = lambda sql: execute_here(str(db), sql, 5.0)  # noqa: E731

@@ -21,6 +21,7 @@ same whatever follows: one run with K candidates also gives the vote of every sm
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -29,6 +30,7 @@ from mlx_sql.sandbox import ExecResult
 from mlx_sql.eval.extract import extract_sql
 
 Run = Callable[[str], ExecResult]
+EMPTY_MAJORITY = math.inf  # an empty result never outvotes rows (rule 3)
 
 
 @dataclass
@@ -79,17 +81,24 @@ def group_candidates(candidates: Sequence[Candidate]) -> None:
             c.group = i
 
 
-def winner(groups: Sequence[int | None], empty: Sequence[bool], prefer_nonempty: bool = True) -> int | None:
-    """The winning group (its earliest candidate's index) among candidates with these groups, or None."""
+def winner(groups: Sequence[int | None], empty: Sequence[bool], prefer_nonempty: bool = True,
+           empty_majority: float = EMPTY_MAJORITY) -> int | None:
+    """The winning group (its earliest candidate's index) among candidates with these groups, or None. With
+    `prefer_nonempty`, the largest empty group wins over the largest group with rows only with at least
+    `empty_majority` times its votes."""
     sizes: dict[int, int] = {}
     for g in groups:
         if g is not None:
             sizes[g] = sizes.get(g, 0) + 1
     if not sizes:
         return None
-    nonempty = [g for g in sizes if not empty[g]]
-    pool = nonempty if prefer_nonempty and nonempty else list(sizes)
-    return min(pool, key=lambda g: (-sizes[g], g))
+    rank = lambda g: (-sizes[g], g)  # noqa: E731 - more votes, then the earliest candidate
+    best = min(sizes, key=rank)
+    with_rows = [g for g in sizes if not empty[g]]
+    if not prefer_nonempty or not with_rows or not empty[best]:
+        return best
+    best_rows = min(with_rows, key=rank)
+    return best if sizes[best] >= empty_majority * sizes[best_rows] else best_rows
 
 
 def vote(candidates: list[Candidate], prefer_nonempty: bool = True) -> Voted:
