@@ -76,7 +76,7 @@ def main() -> None:
                   f"before voting (greedy + up to 4 retries, replayed from the same draws): "
                   f"{100 * sum(base) / n:.1f}% EX.", "",
                   "| k | pass@k | vote@k | vote@k, empty results vote too | vote@k vs greedy+retries: won / lost, p "
-                  "| vote@k, early stop | candidates drawn, early stop |",
+                  "| vote@k, early stop (won / lost, p) | candidates drawn, early stop |",
                   "|---:|---:|---:|---:|---|---:|---:|"]
         for k in ks:
             passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
@@ -84,10 +84,13 @@ def main() -> None:
             plain = sum(voted(a, k, False) for a in answers)
             won = sum(v and not b for v, b in zip(vote, base))
             lost = sum(b and not v for v, b in zip(vote, base))
-            early = sum(voted(a, k, True, early_stop=True) for a in answers)
+            early = [voted(a, k, True, early_stop=True) for a in answers]
+            e_won = sum(v and not b for v, b in zip(early, base))
+            e_lost = sum(b and not v for v, b in zip(early, base))
             drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / n
             lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(vote) / n:.1f} | {100 * plain / n:.1f} | "
-                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} | {100 * early / n:.1f} | {drawn:.1f} |")
+                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} | {100 * sum(early) / n:.1f} ({e_won} / {e_lost}, "
+                         f"p = {sign_test(e_won, e_lost):.3g}) | {drawn:.1f} |")
             print(f"{name} k={k}: pass {100 * passed / n:.1f} vote {100 * sum(vote) / n:.1f} "
                   f"(plain {100 * plain / n:.1f}) vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
         lines.append("")
