@@ -73,7 +73,7 @@ def run_model(key: str, args) -> dict:
     sets = [f'data.path="{args.spider}"', f'data.out_dir="{run / "data"}"', f'train.adapter_dir="{run / "adapter"}"',
             f"data.max_examples={args.train_examples}", *VALIDATION_SPLIT, f"train.epochs={args.epochs}",
             "train.save_every=25", "train.eval_every=100", f"eval.max_tokens={args.max_tokens}",
-            "eval.retries=0", *args.set]  # greedy answers; --retries adds a row with them
+            "eval.retries=0", "eval.samples=1", *args.set]  # greedy answers; --retries adds a row with them
     recipe = load_recipe(ROOT / recipe_file, sets)
     if args.base_only:  # the published GGUF itself, as `mlx-sql eval --backend llamacpp --model FILE` scores it
         from mlx_sql.models.sources import gguf_file

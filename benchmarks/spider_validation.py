@@ -267,7 +267,8 @@ def main() -> None:
 
     title, recipe_file = RECIPES[args.model]
     # greedy answers unless a variant sets eval.retries (its overrides come after these)
-    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0", *SPLIT]
+    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0",
+              "eval.samples=1", *SPLIT]
     # what scoring sees: the held-out databases' first --questions, or (--on-dev) all of Spider dev
     scoring = [*common, "eval.split=dev"] if args.on_dev else common
     limit, prefix = (0, "dev-") if args.on_dev else (args.questions, "")

@@ -134,7 +134,8 @@ def main() -> None:
     from mlx_sql.recipe import load_recipe
 
     title, recipe_file = RECIPES[args.model]
-    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0", *SPLIT]
+    common = [f'data.path="{args.spider}"', f"eval.max_tokens={args.max_tokens}", "eval.retries=0",
+              "eval.samples=1", *SPLIT]
     scoring = [*common, "eval.split=dev"] if args.on_dev else common
     base = load_recipe(ROOT / recipe_file, scoring)
     if args.on_dev:
