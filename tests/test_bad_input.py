@@ -214,14 +214,16 @@ def test_ctrl_c_during_eval_is_one_line_and_resume_finishes(scratch, tmp_path):
 
     out = tmp_path / "res"
     recipe = tmp_path / "mini.toml"
-    # one question a batch, long answers (a random model rarely stops): 80 questions of 8 tokens in batches of 8
-    # could all be done before Ctrl-C lands
+    # one question a batch, long answers (a random model rarely stops): Ctrl-C lands mid-run
     recipe.write_text((scratch / "shop.toml").read_text().replace('sqlite = "shop.sqlite"\npairs = "pairs.csv"\n'
                                                                   'dev_fraction = 0.2\n', f'path = "{MINISPIDER}"\n')
                       .replace("max_tokens = 8", "batch_size = 1\nmax_tokens = 64"))
     proc = subprocess.Popen([sys.executable, "-m", "mlx_sql", "eval", "--recipe", str(recipe), "--out", str(out),
                              "--max-examples", "80"], cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+                            # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &`) runs
+                            # with SIGINT ignored, which every child would inherit
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     predictions = out / "predictions.jsonl"
     while time.time() < deadline and not (predictions.is_file() and predictions.read_text().strip()):
