@@ -56,8 +56,7 @@ def load_own_answers(folder: Path, split: str, at_least: str = "easy") -> OwnAns
 def load_sometimes_right(folder: Path, split: str) -> set[tuple[str, str]]:
     """(db_id, question) of the questions some but not all of whose recorded candidates in the report in `folder`
     (`eval.samples` > 1 on `split`) returned the gold result."""
-    import json
-
+    from mlx_sql.eval.pipeline import load_done
     from mlx_sql.eval.report import load_report
 
     summary, rows = load_report(folder, "; make one with `mlx-sql eval --recipe RECIPE --set eval.split=train "
@@ -70,11 +69,10 @@ def load_sometimes_right(folder: Path, split: str) -> set[tuple[str, str]]:
                           "questions are answered right only sometimes", folder / "summary.json")
     keys = {row["index"]: (row["db_id"], row["question"]) for row in rows if "index" in row}
     mixed = set()
-    for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line) if line.strip() else {}
+    for index, record in load_done(folder / "predictions.jsonl").items():
         right = [bool(c.get("correct")) for c in record.get("candidates", [])]
-        if record.get("index") in keys and any(right) and not all(right):
-            mixed.add(keys[record["index"]])
+        if index in keys and any(right) and not all(right):
+            mixed.add(keys[index])
     if not mixed:
         raise MlxSqlError(f"none of its {len(rows)} questions was answered right only sometimes: nothing for GRPO "
                           "to learn from", folder)
