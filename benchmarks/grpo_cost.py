@@ -132,8 +132,8 @@ def main() -> None:
     model = model_label(recipe.model)
     lines = [f"{args.questions} Spider train questions (one a step; the first step of each side left out of the "
              f"timing), {model} ({job['dtype']}), LoRA rank {job['lora_parameters']['rank']} on "
-             f"{job['num_layers']} layers, group {args.group}, temperature {job['temperature']}, at most "
-             f"{args.max_tokens} answer tokens, KL {job['kl']}, clip {job['clip']}; mlx {md.version('mlx')}, "
+             f"{job['num_layers']} layers, group {args.group}, temperature {job['temperature']} (ours over the top 40 tokens, "
+             f"mlx-lm-lora's over all), at most {args.max_tokens} answer tokens, KL {job['kl']}, clip {job['clip']}; mlx {md.version('mlx')}, "
              f"mlx-lm {md.version('mlx-lm')}. Measured in one run by `benchmarks/grpo_cost.py`.", "",
              "| trainer | questions/s | vs anchor | peak memory (GB) | vs anchor | answer tokens (mean) "
              "| groups all alike |", "|---|---:|---:|---:|---:|---:|---:|"]
