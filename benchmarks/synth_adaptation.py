@@ -21,6 +21,10 @@ kept. Writes the section "Adapted by synthesized pairs" of RESULTS.md (its own f
     python benchmarks/synth_adaptation.py --model qwen0.5b --name own-40 --per-db 40 --train-steps 30 \\
         --synth-set 'synth.sources=["templates"]' --synth-set 'synth.questions="template"' \\
         --synth-set 'synth.target="answer"' --synth-set synth.answer_retries=4 --train-set train.lr=5e-5
+    python benchmarks/synth_adaptation.py --model qwen0.5b --name rft-then-own-40 --synth-from own-40 \
+        --train-steps 20 --train-set train.lr=2e-5 \
+        --train-set train.init_adapter=\"runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5\" \
+        --against rft=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def fused_gguf(adapter: Path) -> Path:
     return gguf
 
 
-def budget_line(label: str, synth: dict, adapter: Path) -> str:
+def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -> str:
     total = synth["all"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(total["outcomes"].items(), key=lambda kv: -kv[1]) if k != "kept")
     hardness = ", ".join(f"{lv} {total['hardness'].get(lv, 0)}" for lv in LEVELS[:-1])
@@ -104,7 +108,11 @@ def budget_line(label: str, synth: dict, adapter: Path) -> str:
             + (", SQL: the round trip's matching answer" if settings.get("target") == "answer" else "") + ") in "
             f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
-            f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes.")
+            f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes"
+            + "".join(f", starting from {Path(s.split('=', 1)[1].strip(chr(34))).name}"
+                      for s in train_sets if s.startswith("train.init_adapter="))
+            + (f"; settings {', '.join(s for s in train_sets if not s.startswith('train.init_adapter='))}"
+               if any(not s.startswith("train.init_adapter=") for s in train_sets) else "") + ".")
 
 
 def main() -> None:
@@ -115,6 +123,8 @@ def main() -> None:
     parser.add_argument("--per-db", type=int, default=40)
     parser.add_argument("--minutes", type=float, help="synthesis time limit, all databases together")
     parser.add_argument("--synth-set", action="append", default=[], help="a synth.* override (repeatable)")
+    parser.add_argument("--synth-from", metavar="NAME", help="train on the pairs another run (NAME) synthesized, "
+                        "instead of synthesizing (its settings; --synth-set and --per-db are then ignored)")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--train-set", action="append", default=[], help="a train.* / data.* override (repeatable)")
     parser.add_argument("--retries", type=int, default=4)
@@ -156,8 +166,12 @@ def main() -> None:
     synth_sets = [*scoring, f'synth.split="{"dev" if args.on_dev else "train"}"', f"synth.databases={json.dumps(databases)}",
                   f"synth.per_db={args.per_db}", 'synth.backend="llamacpp"', *teacher,
                   *([f"synth.minutes={args.minutes}"] if args.minutes else []), *args.synth_set]
-    synth = synthesize(recipe_file, synth_sets, root / "synth")
-    adapter = train_adapter(recipe_file, [*common, f'data.pairs="{root / "synth" / "pairs.jsonl"}"',
+    synth_folder = Path(args.out) / args.model / f"{prefix}{args.synth_from}" / "synth" if args.synth_from else \
+        root / "synth"
+    if args.synth_from and not (synth_folder / "report.json").is_file():
+        raise SystemExit(f"--synth-from {args.synth_from}: no synthesis at {synth_folder}")
+    synth = synthesize(recipe_file, synth_sets, synth_folder)
+    adapter = train_adapter(recipe_file, [*common, f'data.pairs="{synth_folder / "pairs.jsonl"}"',
                                           "data.valid_fraction=0", *args.train_set], root, args.train_steps)
 
     # the untrained model's folders are spider_validation.py's, so either script reuses the other's scoring
@@ -190,7 +204,8 @@ def main() -> None:
     for label, summary in rows.items():
         cells = " | ".join(f"{summary[lv]['execution_accuracy']:.1f}" for lv in LEVELS)
         table[label] = f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |"
-    notes[f"synth, {args.name}"] = budget_line(f"synth, {args.name}", synth, adapter)
+    notes[f"synth, {args.name}"] = budget_line(f"synth, {args.name}", synth, adapter, args.train_set) + \
+        (f" The pairs are synth, {args.synth_from}'s (the same synthesis)." if args.synth_from else "")
     for label, folder in folders.items():
         if not label.startswith("synth"):
             continue
