@@ -32,10 +32,14 @@ single-table queries pulled the finetuned model toward simpler SQL.
 
 GRPO (`train.objective=grpo`) with `data.sometimes_right=candidates` trains only on the questions, among the first
 --own-questions, for which some but not all of the untrained model's 8 candidates (greedy + 7 samples, in
-llama.cpp) returned the gold result; `train.init_adapter=FOLDER` starts from a trained adapter (e.g. rft's):
+llama.cpp) returned the gold result; `train.init_adapter=FOLDER` starts from a trained adapter (e.g. rft's), and
+then that adapter's candidates (its fused q8_0 GGUF) choose the questions:
 
-    python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 \
+    python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 --own-questions 300 \
         --train "grpo=train.objective=grpo;data.sometimes_right=candidates;train.batch_size=2;train.lr=1e-5"
+    python benchmarks/spider_validation.py --model qwen0.5b --train-steps 60 --own-questions 300 --train \
+        "grpo-rft=train.objective=grpo;data.sometimes_right=candidates;train.batch_size=2;train.lr=1e-5;\
+train.init_adapter=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5"
 
 Each adapter is also paired with the first base variant of the run that decodes alike, question by question
 (won, lost, exact sign test p): on 200 questions a few points can be chance. --retries N also scores each
@@ -130,6 +134,18 @@ def data_folder(args, sets: str) -> Path:
     return Path(args.out) / args.model / ("train-data" + "".join(f"-{s.split('.', 1)[1]}" for s in data_sets))
 
 
+def fused_gguf(adapter: Path) -> Path:
+    """The adapter fused into its model and written as a q8_0 GGUF (made once, kept in the adapter's folder)."""
+    from mlx_sql.export.fuse import fuse_adapter
+    from mlx_sql.export.gguf_writer import export_gguf
+
+    gguf = adapter / "fused" / "model-q8_0.gguf"
+    if not gguf.is_file():
+        fuse_adapter(adapter, adapter / "fused")
+        export_gguf(adapter / "fused", gguf, "q8_0")
+    return gguf
+
+
 def train_variant(recipe_file: str, common: list[str], name: str, sets: str, args) -> Path:
     """Train (or resume, or reuse) one recipe variant on Spider train minus the held-out databases."""
     from mlx_sql.data.build import build_dataset
@@ -184,9 +200,13 @@ def own_answers(recipe_file: str, common: list[str], sets: str, args, mode: str)
     records = [r for _, r in iter_jsonl(data / "train.jsonl")][:count]
     wanted = {(r["db_id"], r["question"]) for r in records}
     kind = {"own": "own-answers", "sampled": "sampled-answers", "candidates": "candidates8"}[mode]
+    # GRPO from a trained adapter learns from what *that* model gets right sometimes: its candidates, not the base's
+    start = re.search(r'train\.init_adapter="?([^";]+)', sets) if mode == "candidates" else None
+    gguf = fused_gguf(Path(start.group(1))) if start else gguf_file(recipe.model)
+    kind += f"-{Path(start.group(1)).name}" if start else ""
     out = Path(args.out) / args.model / f"{kind}{data.name[len('train-data'):]}-{len(wanted)}"
     reuse_smaller(out, wanted)
-    score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf_file(recipe.model)),
+    score_variant(recipe, out, f"{args.model}-own-answers", [], 0, None, "llamacpp", str(gguf),
                   keep=lambda q: (q.db_id, q.question) in wanted)
     return out
 
@@ -315,15 +335,7 @@ def main() -> None:
     for spec in [*args.adapter, *trained]:
         name, _, folder = spec.partition("=")
         adapter = Path(folder)
-        gguf = None
-        if args.adapter_backend == "llamacpp":
-            from mlx_sql.export.fuse import fuse_adapter
-            from mlx_sql.export.gguf_writer import export_gguf
-
-            gguf = adapter / "fused" / "model-q8_0.gguf"
-            if not gguf.is_file():
-                fuse_adapter(adapter, adapter / "fused")
-                export_gguf(adapter / "fused", gguf, "q8_0")
+        gguf = fused_gguf(adapter) if args.adapter_backend == "llamacpp" else None
         # the same adapter scored in MLX (float32, adapter unfused) is its own row and folder, beside its q8_0 GGUF
         kind, folder_kind = ("LoRA in MLX", "lora-mlx") if args.adapter_backend == "mlx" else ("LoRA", "lora")
         for retries in sorted({0, args.retries}):  # greedy, then (--retries) only its rejected queries redone

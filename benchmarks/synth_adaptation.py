@@ -37,7 +37,7 @@ from pathlib import Path
 
 from results import RESULTS, ROOT, section_pattern, update_section
 from spider_accuracy import seed_with_running_answers
-from spider_validation import RECIPES, SPLIT, held_out, log, score_variant
+from spider_validation import RECIPES, SPLIT, fused_gguf, held_out, log, score_variant
 
 LEVELS = ["easy", "medium", "hard", "extra", "all"]
 
@@ -78,17 +78,6 @@ def train_adapter(recipe_file: str, sets: list[str], root: Path, steps: int) -> 
     result = train(recipe, resume=position.is_file())
     log(f"training: {result.steps} steps in {time.perf_counter() - start:.0f} s, train loss {result.final_train_loss:.3f}")
     return adapter
-
-
-def fused_gguf(adapter: Path) -> Path:
-    from mlx_sql.export.fuse import fuse_adapter
-    from mlx_sql.export.gguf_writer import export_gguf
-
-    gguf = adapter / "fused" / "model-q8_0.gguf"
-    if not gguf.is_file():
-        fuse_adapter(adapter, adapter / "fused")
-        export_gguf(adapter / "fused", gguf, "q8_0")
-    return gguf
 
 
 def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -> str:
