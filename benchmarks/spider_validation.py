@@ -60,7 +60,7 @@ import re
 import time
 from pathlib import Path
 
-from results import RESULTS, ROOT, section_pattern, update_section
+from results import RESULTS, ROOT, exit_on_sigterm, section_pattern, update_section
 
 RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml"),
            "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),
@@ -281,6 +281,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--out", default=str(ROOT / "runs" / "spider-validation"))
     args = parser.parse_args()
+    exit_on_sigterm()
 
     from mlx_sql.models.sources import gguf_file
     from mlx_sql.recipe import load_recipe

@@ -35,7 +35,7 @@ import re
 import time
 from pathlib import Path
 
-from results import RESULTS, ROOT, section_pattern, update_section
+from results import RESULTS, ROOT, exit_on_sigterm, section_pattern, update_section
 from spider_accuracy import seed_with_running_answers
 from spider_validation import RECIPES, SPLIT, fused_gguf, held_out, log, score_variant
 
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "synth-adaptation"))
     args = parser.parse_args()
+    exit_on_sigterm()
 
     from mlx_sql.data.benchmark import load_benchmark
     from mlx_sql.eval.report import compare_runs

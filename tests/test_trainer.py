@@ -94,14 +94,16 @@ def test_resume_equals_uninterrupted(recipe_for, mode):
     assert steps == list(range(1, 9))
 
 
-def test_ctrl_c_saves_a_checkpoint(recipe_for):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint(recipe_for, stop):
+    """Ctrl-C, or SIGTERM (`kill`, a machine shutting down: the CLI raises SystemExit), saves where it stopped."""
     recipe = recipe_for("llama", "train.iters=10", "train.save_every=100")
 
     def interrupt(report):
         if report.step == 2:
-            raise KeyboardInterrupt
+            raise stop
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         train(recipe, on_report=interrupt)
     position = json.loads((recipe.adapter_dir / "checkpoint" / "position.json").read_text())
     assert position["step"] == 2

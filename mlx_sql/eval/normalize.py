@@ -23,7 +23,7 @@ _DQ = re.compile(r'"((?:[^"]|"")*)"')
 def fix_double_quoted_strings(sql: str, names: Iterable[str]) -> str:
     """Rewrite "x" as 'x' where x is not a table or column name (outside single-quoted strings)."""
     known = {n.lower() for n in names}
-    out, pos = [], 0
+    out = []
     for part in re.split(r"('(?:[^']|'')*')", sql):
         if part.startswith("'") and part.endswith("'") and len(part) >= 2:
             out.append(part)

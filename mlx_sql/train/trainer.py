@@ -299,7 +299,7 @@ class Trainer:
             self._save(position)
             if self.is_main:
                 self._finish_outputs()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (the CLI turns it into SystemExit)
             self._save(position)
             if self.is_main:
                 self._finish_outputs()
