@@ -68,13 +68,7 @@ def grpo_step(model, tokenizer, encoder, recipe) -> None:
     advantages = mx.array(np.linspace(-1.0, 1.0, cfg.grpo_group, dtype=np.float32))
     optimizer = optim.AdamW(learning_rate=1e-5)
     mx.reset_peak_memory()
-    from mlx_sql.train.grpo import adapters_off
-    from mlx_sql.train.losses import completion_log_probs
-
-    with adapters_off(model):
-        reference = mx.stop_gradient(completion_log_probs(model, batch)[0])
-        mx.eval(reference)
-    (loss, n, kl), grads = grpo.loss_and_grad(model, batch, advantages, reference, cfg.grpo_clip, cfg.grpo_kl)
+    grads, loss, _, _ = grpo.gradients(batch, advantages)  # the trainer's own reference pass and loss
     optimizer.update(model, grads)
     mx.eval(model.trainable_parameters(), optimizer.state, loss)
 
@@ -153,6 +147,7 @@ def main() -> None:
              "process:", "", "| batching | predicted | measured | ratio |", "|---|---:|---:|---:|", *rows]
     print("\n".join(lines))
     update_section("memory-plan", "Memory plan vs measured peak (`benchmarks/memory_plan.py`)", "\n".join(lines), shows=SHOWS)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -86,6 +86,8 @@ def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -
     hardness = ", ".join(f"{lv} {total['hardness'].get(lv, 0)}" for lv in LEVELS[:-1])
     sources = ", ".join(f"{s} {c.get('kept', 0)} of {sum(c.values())}" for s, c in total["by_source"].items())
     settings = synth["settings"]
+    starts = [s.split("=", 1)[1] for s in train_sets if s.startswith("train.init_adapter=")]
+    settings_set = [s for s in train_sets if not s.startswith("train.init_adapter=")]
     position = json.loads((adapter / "checkpoint" / "position.json").read_text())
     uses_model = (settings["sources"] != ["templates"] or settings["questions"] != "template"
                   or settings["check"] != "none")
@@ -98,10 +100,8 @@ def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -
             f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
             f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes"
-            + "".join(f", starting from {Path(s.split('=', 1)[1].strip(chr(34))).name}"
-                      for s in train_sets if s.startswith("train.init_adapter="))
-            + (f"; settings {', '.join(s for s in train_sets if not s.startswith('train.init_adapter='))}"
-               if any(not s.startswith("train.init_adapter=") for s in train_sets) else "") + ".")
+            + "".join(f", starting from {Path(start.strip(chr(34))).name}" for start in starts)
+            + (f"; settings {', '.join(settings_set)}" if settings_set else "") + ".")
 
 
 def main() -> None:

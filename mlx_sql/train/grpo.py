@@ -154,6 +154,19 @@ class GRPO:
                    for ids, end in answers]
         return collate(encoded, True, self.cfg.max_seq_length)
 
+    def gradients(self, batch: Batch, advantages: mx.array) -> tuple[Any, mx.array, mx.array, mx.array]:
+        """(grads, loss, answers, summed KL) of one group's batch: the reference pass with the adapter off (skipped
+        with no KL term), then the clipped surrogate's forward and backward."""
+        reference = None
+        if self.cfg.grpo_kl > 0:
+            with adapters_off(self.model):
+                reference = mx.stop_gradient(completion_log_probs(self.model, batch)[0])
+                mx.eval(reference)
+        (loss, n, kl), grads = self.loss_and_grad(self.model, batch, advantages, reference, self.cfg.grpo_clip,
+                                                  self.cfg.grpo_kl)
+        mx.eval(loss, n, kl, grads)
+        return grads, loss, n, kl
+
     def question(self, record: dict[str, Any], step: int, micro: int, index: int
                  ) -> tuple[Any, float, float, GroupStats, Batch | None]:
         """(grads or None, loss sum, answers, stats, batch) for one question's group."""
@@ -180,16 +193,7 @@ class GRPO:
         batch = self.group_batch(record, answers)
         if batch is None:
             return None, 0.0, 0.0, stats, None
-        if self.cfg.grpo_kl > 0:
-            with adapters_off(self.model):
-                reference, _ = completion_log_probs(self.model, batch)
-                reference = mx.stop_gradient(reference)
-                mx.eval(reference)
-        else:  # no KL term: the reference pass is skipped
-            reference = None
-        (loss, n, kl), grads = self.loss_and_grad(self.model, batch, mx.array(advantages), reference,
-                                                  self.cfg.grpo_clip, self.cfg.grpo_kl)
-        mx.eval(loss, n, kl, grads)
+        grads, loss, n, kl = self.gradients(batch, mx.array(advantages))
         stats.kl_sum, stats.kl_tokens = float(kl.item()), int(batch.mask[:, 1:].sum().item())
         stats.seconds["loss"] = time.perf_counter() - rewarded
         return grads, float(loss.item()), float(n.item()), stats, batch
