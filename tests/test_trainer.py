@@ -239,3 +239,36 @@ def test_empty_training_data_and_finished_runs_are_errors(recipe_for):
     (recipe.data_dir / "train.jsonl").write_text("")
     with pytest.raises(MlxSqlError, match="no training examples"):
         train(recipe)
+
+
+def test_train_says_before_the_first_step_when_max_seq_length_cuts_schemas(recipe_for):
+    import subprocess
+    import sys
+
+    from mlx_sql.models.tokenizer import load_tokenizer
+    from mlx_sql.train.batches import check_lengths, collate
+    from mlx_sql.train.encode import Encoder
+
+    recipe = recipe_for("llama", "train.iters=1", "train.batching=unshared")
+    encoder = Encoder(load_tokenizer(recipe.model))
+    train_file = recipe.data_dir / "train.jsonl"
+    whole = check_lengths(train_file, encoder, 100_000)
+    assert whole.cut == whole.dropped == 0 and whole.warning(100_000) is None and whole.examples > 0
+    from mlx_sql.data.jsonl import iter_jsonl
+
+    encoded = [encoder.encode(r) for _, r in iter_jsonl(train_file)]
+    limit = sorted(e.length for e in encoded)[len(encoded) // 2]  # about half are longer
+    counted = check_lengths(train_file, encoder, limit)
+    # the trainer's own cutting rule, example by example, agrees with the count made before training
+    assert counted.cut == sum(collate([e], shared=False, max_seq_length=limit).truncated for e in encoded) > 0
+    assert counted.longest == max(e.length for e in encoded) and counted.dropped == 0
+    keep = -(-counted.longest // 256) * 256
+    result = subprocess.run([sys.executable, "-m", "mlx_sql", "train", str(recipe.source), "--set", "train.iters=1",
+                             "--set", "train.batching=\"unshared\"", "--set", f"train.max_seq_length={limit}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: {counted.cut} of {counted.examples} training examples are longer than train.max_seq_length = {limit} "
+            f"tokens (the longest: {counted.longest}): their schema's tail is cut") in result.stderr
+    assert f"train.max_seq_length = {keep} keeps them whole" in result.stderr
+    tiny = check_lengths(train_file, encoder, 8)
+    assert tiny.dropped == tiny.examples and "left out" in tiny.warning(8)

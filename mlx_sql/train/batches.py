@@ -90,6 +90,51 @@ def _mask(lengths: list[int], starts: list[int], width: int) -> np.ndarray:
     return ((idx >= np.asarray(starts)[:, None]) & (idx < np.asarray(lengths)[:, None])).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class LengthCheck:
+    """How a training file fits `train.max_seq_length`, counted before the first step: an example longer
+    than the limit trains on a prompt whose schema tail is cut (its SQL may name tables it was not shown)."""
+
+    examples: int
+    cut: int  # longer than the limit: the schema's tail is cut
+    dropped: int  # question and answer alone reach the limit: left out
+    longest: int  # tokens of the longest example, whole
+
+    def warning(self, limit: int) -> str | None:
+        """One line for the user where the limit changes what the model sees, else None."""
+        if not self.cut and not self.dropped:
+            return None
+        keep = -(-self.longest // 256) * 256
+        parts = []
+        if self.cut:
+            parts.append(f"{self.cut} of {self.examples} training examples are longer than train.max_seq_length = "
+                         f"{limit} tokens (the longest: {self.longest}): their schema's tail is cut, so the model "
+                         "learns SQL naming tables it was not shown")
+        if self.dropped:
+            parts.append(f"{self.dropped} whose question and answer alone reach it are left out")
+        return "; ".join(parts) + f"; train.max_seq_length = {keep} keeps them whole (`mlx-sql plan` says what it costs)"
+
+
+def check_lengths(path: Path, encoder: Encoder, max_seq_length: int) -> LengthCheck:
+    """Count, with the trainer's own encoding and cutting rules, the examples `max_seq_length` cuts or drops."""
+    examples = cut = dropped = longest = 0
+    for _, record in iter_jsonl(path, strict=False):
+        e = encoder.encode(record)
+        examples += 1
+        longest = max(longest, e.length + (1 if encoder.seq2seq else 0))
+        if encoder.seq2seq:
+            question = e.completion_start + 1
+            if question >= max_seq_length or len(e.segment) - e.completion_start >= max_seq_length:
+                dropped += 1
+            else:
+                cut += len(e.prefix) + question > max_seq_length
+        elif len(e.segment) >= max_seq_length:
+            dropped += 1
+        else:
+            cut += e.length > max_seq_length
+    return LengthCheck(examples, cut, dropped, longest)
+
+
 def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch | None:
     """Pad into a Batch, cutting the end of the prefix (the schema's tail) when too long.
 

@@ -23,7 +23,7 @@ from mlx_sql.plots import loss_curve, reward_curve
 from mlx_sql.recipe import Recipe, TrainConfig, dump_recipe, portable, resume_changes, tomllib
 from mlx_sql.tracking import Tracker, log
 from mlx_sql.train.adapters import adapter_config, apply_adapters, save_adapters, start_from_adapter, trainable_count
-from mlx_sql.train.batches import BatchPlan, Records, make_batch
+from mlx_sql.train.batches import BatchPlan, Records, check_lengths, make_batch
 from mlx_sql.train.checkpoint import Position, load_checkpoint, save_checkpoint
 from mlx_sql.train.encode import Encoder
 from mlx_sql.train.grpo import GroupStats
@@ -272,6 +272,10 @@ class Trainer:
         stream = self._batches(position)
         history: list[StepReport] = []
         tracker = Tracker(self.recipe, "train", self.out_dir) if self.is_main else None
+        if self.is_main:
+            said = check_lengths(self.train_path, self.encoder, self.cfg.max_seq_length).warning(self.cfg.max_seq_length)
+            if said:
+                log.warning("warning: %s", said)
         mx.reset_peak_memory()
         last_train, last_val = float("nan"), None
         try:
