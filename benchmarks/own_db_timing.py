@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from results import ROOT, exit_on_sigterm, update_section
+from mlx_sql.stopping import exit_on_sigterm
+from results import ROOT, update_section
 
 GOAL_MINUTES = 30.0
 
@@ -44,6 +45,7 @@ backend = "llamacpp"
 [train]
 iters = {steps}
 lr = 5e-5
+max_seq_length = 2048
 save_every = 10
 eval_every = 1000
 """

@@ -13,15 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
-def exit_on_sigterm() -> None:
-    """`kill` (SIGTERM) stops a long benchmark as Ctrl-C would: training saves its checkpoint, files close, and
-    the same command resumes. (A benchmark started with `nohup … &` ignores Ctrl-C, so SIGTERM is how it stops.)"""
-    import signal
-    import sys
-
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-
-
 def model_label(cfg) -> str:
     """A recipe's model as its source names it (PyPI parts or package, Ollama name, GGUF file or folder)."""
     return str(cfg.gguf_parts or cfg.gguf_package or cfg.ollama or cfg.gguf or cfg.path)

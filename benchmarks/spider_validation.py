@@ -60,7 +60,8 @@ import re
 import time
 from pathlib import Path
 
-from results import RESULTS, ROOT, exit_on_sigterm, section_pattern, update_section
+from mlx_sql.stopping import exit_on_sigterm
+from results import RESULTS, ROOT, section_pattern, update_section
 
 RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml"),
            "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),

@@ -35,7 +35,8 @@ import re
 import time
 from pathlib import Path
 
-from results import RESULTS, ROOT, exit_on_sigterm, section_pattern, update_section
+from mlx_sql.stopping import exit_on_sigterm
+from results import RESULTS, ROOT, section_pattern, update_section
 from spider_accuracy import seed_with_running_answers
 from spider_validation import RECIPES, SPLIT, fused_gguf, held_out, log, score_variant
 

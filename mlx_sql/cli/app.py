@@ -6,7 +6,6 @@ Every user error is one line on stderr and a non-zero exit; `--debug` shows the 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -19,6 +18,7 @@ from rich.text import Text
 from mlx_sql import __version__, blas
 from mlx_sql.cli.ui import console, progress_bar
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.stopping import exit_on_sigterm
 
 # `mlx-sql --help` lists the commands in the order a person uses them
 WORKFLOW = ("recipe", "synth", "data", "plan", "train", "eval", "fuse", "export", "ask", "serve", "mcp", "import-gguf",
@@ -673,14 +673,9 @@ def import_gguf_cmd(gguf: Optional[Path] = typer.Argument(None, help="GGUF file 
                   f"in {result.seconds:.1f} s")
 
 
-def _terminate(signum: int, _frame) -> None:
-    """SIGTERM unwinds like Ctrl-C's SystemExit: context managers close (SQL workers, checkpoints, files)."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     blas.reexec_with_openblas()
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     debug = "--debug" in sys.argv
     try:
         app(prog_name="mlx-sql")
