@@ -81,6 +81,13 @@ def train_adapter(recipe_file: str, sets: list[str], root: Path, steps: int) -> 
     return adapter
 
 
+def recipe_value(adapter: Path, key: str) -> object:
+    """A [train] value of the recipe a run was trained with (its recipe.toml beside the adapter)."""
+    from mlx_sql.recipe import tomllib
+
+    return tomllib.loads((adapter / "recipe.toml").read_text(encoding="utf-8"))["train"][key]
+
+
 def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -> str:
     total = synth["all"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(total["outcomes"].items(), key=lambda kv: -kv[1]) if k != "kept")
@@ -101,6 +108,8 @@ def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -
             f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
             f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes"
+            + (f" ({position['truncated']} of the examples had their schema's tail cut at max_seq_length "
+               f"{recipe_value(adapter, 'max_seq_length')})" if position.get("truncated") else "")
             + "".join(f", starting from {Path(start.strip(chr(34))).name}" for start in starts)
             + (f"; settings {', '.join(settings_set)}" if settings_set else "") + ".")
 
