@@ -41,6 +41,10 @@ then that adapter's candidates (its fused q8_0 GGUF) choose the questions:
         "grpo-rft=train.objective=grpo;data.sometimes_right=candidates;train.batch_size=2;train.lr=1e-5;\
 train.init_adapter=runs/spider-validation/qwen0.5b/train-rft640-110steps-medium-up-lr5e-5"
 
+`--adapter-samples 16` also scores each adapter voting over 16 candidates (`NAME-vote16`, every candidate
+recorded), so `vote_headroom.py` reports its pass@k and vote@k: whether training widened what the model can
+find or only sharpened its first answer.
+
 Each adapter is also paired with the first base variant of the run that decodes alike, question by question
 (won, lost, exact sign test p): on 200 questions a few points can be chance. --retries N also scores each
 adapter with `eval.retries=N` (redoing only its greedy queries SQLite rejected), as the recipes ship.
@@ -238,12 +242,12 @@ def reuse_smaller(out: Path, wanted: set[tuple[str, str]]) -> None:
 
 def paired(folders: dict[str, Path]) -> dict[str, str]:
     """Each adapter scored this time against the first base variant scored with it that decodes alike (the
-    same -retryN, or none), question by question: a few points on a few hundred questions can be chance,
+    same -retryN or -voteK, or none), question by question: a few points on a few hundred questions can be chance,
     and the sign test says how likely."""
     from mlx_sql.eval.report import compare_runs
 
-    def retries(label: str) -> str:
-        return match.group(0) if (match := re.search(r"-retry\d+$", label)) else ""
+    def retries(label: str) -> str:  # the decoding: greedy, -retryN or -voteK
+        return match.group(0) if (match := re.search(r"-(retry|vote)\d+$", label)) else ""
 
     lines = {}
     for label, folder in folders.items():
@@ -267,6 +271,10 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=0,
                         help="also score each adapter with eval.retries=N (NAME-retryN; only the greedy queries "
                              "SQLite rejected are redone), paired with the base variant of the same -retryN")
+    parser.add_argument("--adapter-samples", type=int, default=0, metavar="K",
+                        help="also score each adapter voting over K candidates (NAME-voteK: eval.samples=K, no early "
+                             "stop, eval.retries=--retries), every candidate recorded: vote_headroom.py reads its "
+                             "pass@k and vote@k")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--train-examples", type=int, default=1000)
     parser.add_argument("--own-questions", type=int, default=320,
@@ -340,12 +348,19 @@ def main() -> None:
         gguf = fused_gguf(adapter) if args.adapter_backend == "llamacpp" else None
         # the same adapter scored in MLX (float32, adapter unfused) is its own row and folder, beside its q8_0 GGUF
         kind, folder_kind = ("LoRA in MLX", "lora-mlx") if args.adapter_backend == "mlx" else ("LoRA", "lora")
-        for retries in sorted({0, args.retries}):  # greedy, then (--retries) only its rejected queries redone
-            label = name + (f"-retry{retries}" if retries else "")
+        # greedy, then (--retries) only its rejected queries redone, then (--adapter-samples) the vote of K
+        decodings = [(f"-retry{retries}" if retries else "", [f"eval.retries={retries}"])
+                     for retries in sorted({0, args.retries})]
+        if args.adapter_samples > 1:
+            decodings.append((f"-vote{args.adapter_samples}", [f"eval.retries={args.retries}",
+                                                               f"eval.samples={args.adapter_samples}",
+                                                               "eval.vote_early_stop=false"]))
+        for suffix, decoding_sets in decodings:
+            label = name + suffix
             folders[f"{kind}, {label}"] = Path(args.out) / args.model / f"{prefix}{folder_kind}-{label}"
-            if retries:
+            if suffix.startswith("-retry"):
                 seed_with_running_answers(folders[f"{kind}, {name}"], folders[f"{kind}, {label}"])
-            decoding = load_recipe(adapter / "recipe.toml", [*scoring, f"eval.retries={retries}"])
+            decoding = load_recipe(adapter / "recipe.toml", [*scoring, *decoding_sets])
             databases = databases or ([] if args.on_dev else held_out(decoding))
             rows[f"{kind}, {label}"] = score_variant(decoding, folders[f"{kind}, {label}"],
                                                      f"{args.model}-{prefix}{folder_kind}-{label}", databases, limit,
