@@ -45,7 +45,7 @@ backend = "llamacpp"
 [train]
 iters = {steps}
 lr = 5e-5
-max_seq_length = 2048
+max_seq_length = 2304
 save_every = 10
 eval_every = 1000
 """

@@ -81,37 +81,36 @@ def train_adapter(recipe_file: str, sets: list[str], root: Path, steps: int) -> 
     return adapter
 
 
-def recipe_value(adapter: Path, key: str) -> object:
-    """A [train] value of the recipe a run was trained with (its recipe.toml beside the adapter)."""
+def trained_with(adapter: Path) -> dict:
+    """The [train] settings a run was trained with: its recipe.toml beside the adapter, not this command's flags."""
     from mlx_sql.recipe import tomllib
 
-    return tomllib.loads((adapter / "recipe.toml").read_text(encoding="utf-8"))["train"][key]
+    return tomllib.loads((adapter / "recipe.toml").read_text(encoding="utf-8"))["train"]
 
 
-def budget_line(label: str, synth: dict, adapter: Path, train_sets: list[str]) -> str:
+def budget_line(label: str, synth: dict, adapter: Path) -> str:
     total = synth["all"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(total["outcomes"].items(), key=lambda kv: -kv[1]) if k != "kept")
     hardness = ", ".join(f"{lv} {total['hardness'].get(lv, 0)}" for lv in LEVELS[:-1])
     sources = ", ".join(f"{s} {c.get('kept', 0)} of {sum(c.values())}" for s, c in total["by_source"].items())
     settings = synth["settings"]
-    starts = [s.split("=", 1)[1] for s in train_sets if s.startswith("train.init_adapter=")]
-    settings_set = [s for s in train_sets if not s.startswith("train.init_adapter=")]
+    train = trained_with(adapter)
     position = json.loads((adapter / "checkpoint" / "position.json").read_text())
     uses_model = (settings["sources"] != ["templates"] or settings["questions"] != "template"
                   or settings["check"] != "none")
     teacher = (Path(settings["teacher"]).stem if settings.get("teacher") else "the model itself") if uses_model else \
         "none: template SQL worded by its templates, no round trip"
+    cut = position.get("truncated", 0)
     return (f"{label}: {synth['kept']} pairs on {len(synth['databases'])} databases (teacher: {teacher}, questions: "
             f"{settings['questions']}, check: {settings['check']}"
             + (f" with {settings.get('answer_retries', 0)} samples after greedy" if settings["check"] == "roundtrip" else "")
             + (", SQL: the round trip's matching answer" if settings.get("target") == "answer" else "") + ") in "
             f"{sum(d['minutes'] for d in synth['databases']):.0f} minutes of synthesis — "
             f"{hardness}; kept by source: {sources}; dropped: {dropped or 'none'}. Training: {position['step']} "
-            f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes"
-            + (f" ({position['truncated']} of the examples had their schema's tail cut at max_seq_length "
-               f"{recipe_value(adapter, 'max_seq_length')})" if position.get("truncated") else "")
-            + "".join(f", starting from {Path(start.strip(chr(34))).name}" for start in starts)
-            + (f"; settings {', '.join(settings_set)}" if settings_set else "") + ".")
+            f"steps, {position['examples_seen']} examples, {position['seconds'] / 60:.0f} minutes, lr {train['lr']:g}, "
+            f"max_seq_length {train['max_seq_length']} ("
+            + (f"{cut} of the examples had their schema's tail cut" if cut else "no schema cut") + ")"
+            + (f", starting from {Path(train['init_adapter']).name}" if train.get("init_adapter") else "") + ".")
 
 
 def main() -> None:
@@ -204,7 +203,7 @@ def main() -> None:
     for label, summary in rows.items():
         cells = " | ".join(f"{summary[lv]['execution_accuracy']:.1f}" for lv in LEVELS)
         table[label] = f"| {label} | {cells} | {summary['all']['exact_set_match']:.1f} |"
-    notes[f"synth, {args.name}"] = budget_line(f"synth, {args.name}", synth, adapter, args.train_set) + \
+    notes[f"synth, {args.name}"] = budget_line(f"synth, {args.name}", synth, adapter) + \
         (f" The pairs are synth, {args.synth_from}'s (the same synthesis)." if args.synth_from else "")
     for label, folder in folders.items():
         if not label.startswith("synth"):
