@@ -103,7 +103,7 @@ def main() -> None:
     rows = "\n".join(f"| `mlx-sql {stage}` | {seconds / 60:.1f} |" for stage, seconds in stages.items())
     body = (f"One SQLite file (`{db.name}`, {db.stat().st_size / 1e6:.1f} MB) from nothing to an adapted "
             "Qwen2.5-Coder-0.5B-Instruct answering a question, each command a fresh process as a user runs it "
-            f"(`benchmarks/own_db_timing.py`): synth kept {report['kept']} pairs of {report['candidates']} candidates "
+            f"(`benchmarks/own_db_timing.py`): synth kept {report['kept']} pairs of {report['all']['tried']} candidates "
             f"(template queries and questions, the model's own round-trip answer as the SQL, 4 samples after greedy), "
             f"train ran {position['step']} steps ({position['examples_seen']} examples, lr 5e-5; data build included), "
             f"then one `ask --adapter` (MLX, the model loaded from scratch): \"{args.question}\".\n\n"
