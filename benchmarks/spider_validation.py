@@ -258,6 +258,30 @@ def paired(folders: dict[str, Path]) -> dict[str, str]:
     return lines
 
 
+def paired_with_start(specs: list[str], folders: dict[str, Path], root: Path, prefix: str) -> dict[str, str]:
+    """An adapter trained from another (`train.init_adapter`) against that start, decoded alike, where the start
+    was scored by this script (train-NAME is scored as lora-NAME): what the further training changed."""
+    from mlx_sql.eval.report import compare_runs
+    from mlx_sql.recipe import tomllib
+
+    lines = {}
+    for name, _, folder in (spec.partition("=") for spec in specs):
+        recipe = Path(folder) / "recipe.toml"
+        start = tomllib.loads(recipe.read_text(encoding="utf-8"))["train"].get("init_adapter") if recipe.is_file() else None
+        if not start or not Path(start).name.startswith("train-"):
+            continue
+        start_name = Path(start).name[len("train-"):]
+        for label, mine in folders.items():
+            if not label.startswith(("LoRA, " + name, "LoRA in MLX, " + name)):
+                continue
+            suffix = label[label.index(name) + len(name):]
+            theirs = root / f"{prefix}{'lora-mlx' if 'MLX' in label else 'lora'}-{start_name}{suffix}"
+            if (theirs / "summary.json").is_file():
+                key = f"Paired, {label} against its start, LoRA, {start_name}{suffix}"
+                lines[key] = f"{key}: {compare_runs(theirs, mine).flips}."
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spider", default=str(ROOT.parent / "shared" / "spider"))
@@ -401,6 +425,7 @@ def main() -> None:
             f"(minus the held-out databases), {position['seconds'] / 60:.0f} minutes; "
             f"{position['truncated']} examples had the tail of their schema cut to fit `train.max_seq_length`.")
     kept_budgets.update(paired(folders))
+    kept_budgets.update(paired_with_start([*args.adapter, *trained], folders, Path(args.out) / args.model, prefix))
     lines.extend(kept_budgets.values())
     heading = "Validation-chosen variants on Spider dev" if args.on_dev else "Recipe choices on a validation split"
     command = "benchmarks/spider_validation.py" + (" --on-dev" if args.on_dev else "")
