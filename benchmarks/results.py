@@ -33,6 +33,15 @@ def machine() -> str:
             f"Python {platform.python_version()}, mlx {mx.__version__} ({mx.default_device().type.name}){llama}")
 
 
+def trained_with(adapter: Path) -> dict:
+    """The [train] settings an adapter was trained with — the recipe.toml saved beside it, not the flags of the
+    command reporting it — or {} where no recipe was saved."""
+    from mlx_sql.recipe import tomllib
+
+    recipe = Path(adapter) / "recipe.toml"
+    return tomllib.loads(recipe.read_text(encoding="utf-8")).get("train", {}) if recipe.is_file() else {}
+
+
 def section_pattern(key: str) -> re.Pattern:
     """A section of RESULTS.md, markers included; group 1 is what lies between them."""
     return re.compile(rf"<!-- {re.escape(key)} -->(.*?)<!-- /{re.escape(key)} -->", re.S)

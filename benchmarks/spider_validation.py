@@ -65,7 +65,7 @@ import time
 from pathlib import Path
 
 from mlx_sql.stopping import exit_on_sigterm
-from results import RESULTS, ROOT, section_pattern, update_section
+from results import RESULTS, ROOT, section_pattern, trained_with, update_section
 
 RECIPES = {"qwen0.5b": ("Qwen2.5-Coder-0.5B-Instruct", "recipes/qwen2.5-coder-0.5b.toml"),
            "qwen1.5b": ("Qwen2.5-Coder-1.5B-Instruct", "recipes/qwen2.5-coder-1.5b.toml"),
@@ -262,12 +262,10 @@ def paired_with_start(specs: list[str], folders: dict[str, Path], root: Path, pr
     """An adapter trained from another (`train.init_adapter`) against that start, decoded alike, where the start
     was scored by this script (train-NAME is scored as lora-NAME): what the further training changed."""
     from mlx_sql.eval.report import compare_runs
-    from mlx_sql.recipe import tomllib
 
     lines = {}
     for name, _, folder in (spec.partition("=") for spec in specs):
-        recipe = Path(folder) / "recipe.toml"
-        start = tomllib.loads(recipe.read_text(encoding="utf-8"))["train"].get("init_adapter") if recipe.is_file() else None
+        start = trained_with(Path(folder)).get("init_adapter")
         if not start or not Path(start).name.startswith("train-"):
             continue
         start_name = Path(start).name[len("train-"):]

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from mlx_sql.stopping import exit_on_sigterm
-from results import RESULTS, ROOT, section_pattern, update_section
+from results import RESULTS, ROOT, section_pattern, trained_with, update_section
 from spider_accuracy import seed_with_running_answers
 from spider_validation import RECIPES, SPLIT, fused_gguf, held_out, log, score_variant
 
@@ -79,13 +79,6 @@ def train_adapter(recipe_file: str, sets: list[str], root: Path, steps: int) -> 
     result = train(recipe, resume=position.is_file())
     log(f"training: {result.steps} steps in {time.perf_counter() - start:.0f} s, train loss {result.final_train_loss:.3f}")
     return adapter
-
-
-def trained_with(adapter: Path) -> dict:
-    """The [train] settings a run was trained with: its recipe.toml beside the adapter, not this command's flags."""
-    from mlx_sql.recipe import tomllib
-
-    return tomllib.loads((adapter / "recipe.toml").read_text(encoding="utf-8"))["train"]
 
 
 def budget_line(label: str, synth: dict, adapter: Path) -> str:

@@ -124,3 +124,11 @@ def test_every_results_section_says_what_it_shows():
         calls = re.findall(r"update_section\((?:[^()]|\([^()]*\))*\)", source, re.S)
         for call in calls:
             assert "shows=" in call or script.name == "results.py", (script.name, call[:80])
+
+
+def test_a_run_is_described_by_the_recipe_saved_beside_its_adapter_not_by_flags(tmp_path):
+    from results import trained_with
+
+    (tmp_path / "recipe.toml").write_text('[train]\nlr = 5e-5\nmax_seq_length = 2304\ninit_adapter = "runs/x/train-rft"\n')
+    assert trained_with(tmp_path) == {"lr": 5e-5, "max_seq_length": 2304, "init_adapter": "runs/x/train-rft"}
+    assert trained_with(tmp_path / "never-trained") == {}

@@ -253,7 +253,7 @@ def test_train_says_before_the_first_step_when_max_seq_length_cuts_schemas(recip
     encoder = Encoder(load_tokenizer(recipe.model))
     train_file = recipe.data_dir / "train.jsonl"
     whole = check_lengths(train_file, encoder, 100_000)
-    assert whole.cut == whole.dropped == 0 and whole.warning(100_000) is None and whole.examples > 0
+    assert whole.cut == whole.dropped == 0 and whole.warning() is None and whole.examples > 0
     from mlx_sql.data.jsonl import iter_jsonl
 
     encoded = [encoder.encode(r) for _, r in iter_jsonl(train_file)]
@@ -271,4 +271,4 @@ def test_train_says_before_the_first_step_when_max_seq_length_cuts_schemas(recip
             f"tokens (the longest: {counted.longest}): their schema's tail is cut") in result.stderr
     assert f"train.max_seq_length = {keep} keeps them whole" in result.stderr
     tiny = check_lengths(train_file, encoder, 8)
-    assert tiny.dropped == tiny.examples and "left out" in tiny.warning(8)
+    assert tiny.dropped == tiny.examples and "left out" in tiny.warning()

@@ -99,8 +99,9 @@ class LengthCheck:
     cut: int  # longer than the limit: the schema's tail is cut
     dropped: int  # question and answer alone reach the limit: left out
     longest: int  # tokens of the longest example, whole
+    limit: int  # the train.max_seq_length counted against
 
-    def warning(self, limit: int) -> str | None:
+    def warning(self) -> str | None:
         """One line for the user where the limit changes what the model sees, else None."""
         if not self.cut and not self.dropped:
             return None
@@ -108,7 +109,7 @@ class LengthCheck:
         parts = []
         if self.cut:
             parts.append(f"{self.cut} of {self.examples} training examples are longer than train.max_seq_length = "
-                         f"{limit} tokens (the longest: {self.longest}): their schema's tail is cut, so the model "
+                         f"{self.limit} tokens (the longest: {self.longest}): their schema's tail is cut, so the model "
                          "learns SQL naming tables it was not shown")
         if self.dropped:
             parts.append(f"{self.dropped} whose question and answer alone reach it are left out")
@@ -132,7 +133,7 @@ def check_lengths(path: Path, encoder: Encoder, max_seq_length: int) -> LengthCh
             dropped += 1
         else:
             cut += e.length > max_seq_length
-    return LengthCheck(examples, cut, dropped, longest)
+    return LengthCheck(examples, cut, dropped, longest, max_seq_length)
 
 
 def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch | None:

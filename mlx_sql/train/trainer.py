@@ -273,7 +273,7 @@ class Trainer:
         history: list[StepReport] = []
         tracker = Tracker(self.recipe, "train", self.out_dir) if self.is_main else None
         if self.is_main:
-            said = check_lengths(self.train_path, self.encoder, self.cfg.max_seq_length).warning(self.cfg.max_seq_length)
+            said = check_lengths(self.train_path, self.encoder, self.cfg.max_seq_length).warning()
             if said:
                 log.warning("warning: %s", said)
         mx.reset_peak_memory()
