@@ -74,8 +74,24 @@ def database_for_script(script: str | Path) -> Path:
     return built
 
 
+# SQLite's keywords (sqlite.org/lang_keywords.html): a table named `group` or a column named `order` must be
+# quoted wherever it is written — in the statements we run and in the schema text the model copies from.
+SQLITE_KEYWORDS = frozenset("""
+ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY CASCADE
+CASE CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME
+CURRENT_TIMESTAMP DATABASE DEFAULT DEFERRABLE DEFERRED DELETE DESC DETACH DISTINCT DO DROP EACH ELSE END ESCAPE
+EXCEPT EXCLUDE EXCLUSIVE EXISTS EXPLAIN FAIL FILTER FIRST FOLLOWING FOR FOREIGN FROM FULL GENERATED GLOB GROUP
+GROUPS HAVING IF IGNORE IMMEDIATE IN INDEX INDEXED INITIALLY INNER INSERT INSTEAD INTERSECT INTO IS ISNULL JOIN
+KEY LAST LEFT LIKE LIMIT MATCH MATERIALIZED NATURAL NO NOT NOTHING NOTNULL NULL NULLS OF OFFSET ON OR ORDER
+OTHERS OUTER OVER PARTITION PLAN PRAGMA PRECEDING PRIMARY QUERY RAISE RANGE RECURSIVE REFERENCES REGEXP REINDEX
+RELEASE RENAME REPLACE RESTRICT RETURNING RIGHT ROLLBACK ROW ROWS SAVEPOINT SELECT SET TABLE TEMP TEMPORARY THEN
+TIES TO TRANSACTION TRIGGER UNBOUNDED UNION UNIQUE UPDATE USING VACUUM VALUES VIEW VIRTUAL WHEN WHERE WINDOW WITH
+WITHOUT""".split())
+
+
 def quote_identifier(name: str) -> str:
-    """Quote a table or column name only where SQL needs it (spaces, keywords-like clashes aside)."""
-    if name.replace("_", "a").isalnum() and not name[0].isdigit():
+    """Quote a table or column name only where SQL needs it: spaces, punctuation, a leading digit, a keyword."""
+    if name and name.replace("_", "a").isascii() and name.replace("_", "a").isalnum() and not name[0].isdigit() \
+            and name.upper() not in SQLITE_KEYWORDS:
         return name
     return '"' + name.replace('"', '""') + '"'

@@ -302,3 +302,55 @@ def test_pairs_synthesized_on_a_benchmarks_databases_train_with_its_schemas(tmp_
     pairs = [json.loads(x) for x in (tmp_path / "synth" / "pairs.jsonl").read_text().splitlines()]
     assert sorted(r["output"] for r in records) == sorted(p["sql"] for p in pairs)
     assert all("CREATE TABLE" in r["input"] and "What is result" in r["input"] for r in records)
+
+
+MESSY = """
+CREATE TABLE "Order Details" ("Order ID" INTEGER REFERENCES "group"("key"), "Unit Price" REAL, Qty INT,
+                              "Note's" TEXT, blobby BLOB);
+CREATE TABLE "group" ("key" INTEGER PRIMARY KEY, "select" TEXT, "Created-At" TEXT, "ÉtatÉ" TEXT, "nothing" TEXT);
+CREATE TABLE empty_one (a INTEGER, b TEXT);
+CREATE TABLE untyped (x, y, z);
+CREATE TABLE wr (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;
+CREATE VIEW v_totals AS SELECT "Order ID" AS oid, sum("Unit Price") AS total FROM "Order Details" GROUP BY 1;
+"""
+
+
+def make_messy(folder):
+    """Names real databases have and Spider rarely does: SQL keywords, spaces, quotes, accents; BLOBs, untyped
+    columns, an all-NULL column, an empty table, a WITHOUT ROWID table, a view."""
+    path = folder / "messy.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(MESSY)
+    rng = random.Random(0)
+    for i in range(1, 30):
+        conn.execute('INSERT INTO "group" VALUES (?,?,?,?,NULL)', (i, rng.choice(["O'Brien", 'say "hi"', "Ünïcode"]),
+                     f"2025-0{rng.randint(1, 9)}-0{rng.randint(1, 9)} 10:00:00", rng.choice(["Nord", "Süd", "East-West"])))
+    for _ in range(200):
+        conn.execute('INSERT INTO "Order Details" VALUES (?,?,?,?,?)', (rng.randint(1, 29), round(rng.uniform(1, 99), 2),
+                     rng.randint(1, 5), rng.choice(["50% off", "a_b", "x;y", None]), b"\x00\x01"))
+    for i in range(40):
+        conn.execute("INSERT INTO untyped VALUES (?,?,?)", (rng.choice([1, "two", 3.5]), rng.choice("abc"), i))
+        conn.execute("INSERT INTO wr VALUES (?,?)", (f"k{i}", i))
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_templates_run_on_a_database_named_the_way_real_ones_are(tmp_path):
+    from mlx_sql.data.schema import render_schema
+
+    db = make_messy(tmp_path)
+    before = digest(db)
+    schema = read_schema("messy", db)
+    text = render_schema(schema, "ddl", 2)
+    assert 'CREATE TABLE "group" (' in text and '"key" INTEGER PRIMARY KEY' in text and '"select" TEXT' in text
+    assert 'CREATE TABLE "Order Details" (' in text and '"Note\'s" TEXT' in text and "<2-byte blob>" in text
+    assert 'FOREIGN KEY ("Order ID") REFERENCES "group"("key")' in text
+    profile = profile_database("messy", db, read_schema("messy", db))
+    verdicts, joined = [], 0
+    for i in range(300):
+        _, sql, question = template_sql(profile, random.Random(i))
+        joined += ' JOIN "group" AS T2 ON T1."Order ID" = T2."key"' in sql
+        verdicts.append(verdict(sql, execute_here(str(db), sql, 5)))
+    assert "fails" not in verdicts and verdicts.count("ok") > 250 and joined > 20
+    assert digest(db) == before

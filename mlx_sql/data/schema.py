@@ -156,6 +156,9 @@ def _refine_from_sqlite(schema: Schema, db_path: Path) -> None:
 
 
 def _format_value(value: Any) -> str:
+    """A sample cell as the model should read it: a BLOB by its size, never its bytes."""
+    if isinstance(value, bytes):
+        return f"<{len(value)}-byte blob>"
     text = "NULL" if value is None else str(value)
     text = " ".join(text.split())
     return text if len(text) <= SAMPLE_VALUE_CHARS else text[: SAMPLE_VALUE_CHARS - 1] + "…"
