@@ -116,23 +116,30 @@ class LengthCheck:
         return "; ".join(parts) + f"; train.max_seq_length = {keep} keeps them whole (`mlx-sql plan` says what it costs)"
 
 
+def kept(e: Encoded, max_seq_length: int, seq2seq: bool) -> bool:
+    """Whether an example trains at all: its question and answer (never cut) fit the limit."""
+    if seq2seq:
+        return e.completion_start + 1 < max_seq_length and len(e.segment) - e.completion_start < max_seq_length
+    return len(e.segment) < max_seq_length
+
+
+def prefix_room(e: Encoded, max_seq_length: int, seq2seq: bool) -> int:
+    """How many of an example's schema-prefix tokens fit beside its question (and answer, in a decoder)."""
+    return max_seq_length - (e.completion_start + 1 if seq2seq else len(e.segment))
+
+
 def check_lengths(path: Path, encoder: Encoder, max_seq_length: int) -> LengthCheck:
-    """Count, with the trainer's own encoding and cutting rules, the examples `max_seq_length` cuts or drops."""
+    """Count, with the trainer's own cutting rules (`kept`, `prefix_room`), the examples `max_seq_length` cuts
+    or drops. In schema-shared batches the cut also depends on the batch's longest segment: counted alone here."""
     examples = cut = dropped = longest = 0
     for _, record in iter_jsonl(path, strict=False):
         e = encoder.encode(record)
         examples += 1
         longest = max(longest, e.length + (1 if encoder.seq2seq else 0))
-        if encoder.seq2seq:
-            question = e.completion_start + 1
-            if question >= max_seq_length or len(e.segment) - e.completion_start >= max_seq_length:
-                dropped += 1
-            else:
-                cut += len(e.prefix) + question > max_seq_length
-        elif len(e.segment) >= max_seq_length:
+        if not kept(e, max_seq_length, encoder.seq2seq):
             dropped += 1
         else:
-            cut += e.length > max_seq_length
+            cut += len(e.prefix) > prefix_room(e, max_seq_length, encoder.seq2seq)
     return LengthCheck(examples, cut, dropped, longest, max_seq_length)
 
 
@@ -142,7 +149,7 @@ def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch 
     Questions and answers are never cut; an example whose segment alone exceeds the limit
     is dropped (None when nothing is left).
     """
-    encoded = [e for e in encoded if len(e.segment) < max_seq_length]
+    encoded = [e for e in encoded if kept(e, max_seq_length, seq2seq=False)]
     if not encoded:
         return None
     if shared:
@@ -157,7 +164,7 @@ def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch 
                      len(encoded), truncated)
     rows, starts, truncated = [], [], 0
     for e in encoded:
-        prefix = e.prefix[: max_seq_length - len(e.segment)]
+        prefix = e.prefix[: prefix_room(e, max_seq_length, seq2seq=False)]
         truncated += len(prefix) < len(e.prefix)
         rows.append(list(prefix) + list(e.segment))
         starts.append(len(prefix) + e.completion_start)
@@ -170,14 +177,13 @@ def collate_seq2seq(encoded: list[Encoded], max_seq_length: int, start: int, eos
     """Encoder-decoder batch: the prompt (schema cut at its tail, never the question) plus `</s>` as the
     encoder's input, the decoder start token then the SQL as the decoder's. Each side is capped at
     `max_seq_length`; an example whose question or answer alone is longer is dropped."""
-    encoded = [e for e in encoded if e.completion_start + 1 < max_seq_length
-               and len(e.segment) - e.completion_start < max_seq_length]
+    encoded = [e for e in encoded if kept(e, max_seq_length, seq2seq=True)]
     if not encoded:
         return None
     sources, targets, truncated = [], [], 0
     for e in encoded:
         question = list(e.segment[: e.completion_start])
-        prefix = e.prefix[: max_seq_length - len(question) - 1]
+        prefix = e.prefix[: prefix_room(e, max_seq_length, seq2seq=True)]
         truncated += len(prefix) < len(e.prefix)
         sources.append(list(prefix) + question + [eos])
         targets.append([start] + list(e.segment[e.completion_start:]))
