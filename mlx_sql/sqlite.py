@@ -21,13 +21,24 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+def readonly_uri(path: Path) -> str:
+    """`mode=ro`, and for a WAL-mode file closed cleanly (no `-wal` beside it) also `immutable=1`: a read-only
+    connection to a WAL database otherwise leaves `-wal` and `-shm` files next to the user's database."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    if len(header) == 20 and header[18] == 2 and not Path(f"{path}-wal").exists():  # file format 2: WAL
+        uri += "&immutable=1"
+    return uri
+
+
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection; a file that is not a readable SQLite database is a one-line error here."""
     path = Path(path)
     if not path.is_file():
         raise MlxSqlError("database file not found", path)
     with reading(path):
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
         conn.text_factory = _decode
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

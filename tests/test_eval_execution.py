@@ -88,3 +88,24 @@ def test_errors_and_missing_databases_are_results(db, tmp_path):
 ])
 def test_result_comparison_rules(gold, pred, ordered, same):
     assert results_match(gold, pred, ordered) is same
+
+
+def test_a_wal_database_is_read_without_leaving_files_beside_it(tmp_path):
+    """Apps keep their SQLite files in WAL mode; a plain read-only connection to one would leave -wal and -shm
+    files next to the user's database (it cannot remove them on close)."""
+    from mlx_sql.data.own import read_schema
+
+    path = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO notes (body) VALUES (?)", [("a",), ("b",)])
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [t.name for t in read_schema("app", path).tables] == ["notes"]
+    assert execute_here(str(path), "SELECT count(*) FROM notes", 5).rows == ((2,),)
+    with Executor(timeout=5) as ex:
+        assert ex.run(path, "SELECT body FROM notes ORDER BY id").rows == (("a",), ("b",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

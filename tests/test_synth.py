@@ -354,3 +354,32 @@ def test_templates_run_on_a_database_named_the_way_real_ones_are(tmp_path):
         verdicts.append(verdict(sql, execute_here(str(db), sql, 5)))
     assert "fails" not in verdicts and verdicts.count("ok") > 250 and joined > 20
     assert digest(db) == before
+
+
+def test_joins_a_database_never_declared_are_inferred_from_names_and_checked_against_its_rows(tmp_path):
+    from mlx_sql.data.schema import render_schema
+
+    db = make_shop(tmp_path)
+    conn = sqlite3.connect(db)  # the same shop as a CSV import leaves it: no FOREIGN KEY clause, no primary keys
+    conn.executescript("""
+        CREATE TABLE o2 AS SELECT * FROM orders; DROP TABLE orders; ALTER TABLE o2 RENAME TO orders;
+        CREATE TABLE Category (CategoryID INTEGER, label TEXT);
+        INSERT INTO Category VALUES (1, 'a'), (2, 'b');
+        CREATE TABLE Item (ItemID INTEGER, CategoryID INTEGER, customers_id INTEGER);
+        INSERT INTO Item VALUES (1, 1, 1), (2, 2, 99);""")
+    conn.close()
+    schema = read_schema("shop", db)
+    assert sorted(fk.arrow() for fk in schema.foreign_keys) == [
+        "Item.CategoryID -> Category.CategoryID", "orders.customer_id -> customers.id",
+        "orders.product_id -> products.id"]  # not Item.customers_id: 99 is no customer
+    assert "FOREIGN KEY (customer_id) REFERENCES customers(id)" in render_schema(schema, "ddl")
+    profile = profile_database("shop", db, schema)
+    assert next(c for c in profile.table("orders").columns if c.name == "customer_id").key
+    joined = [sql for i in range(300) if " JOIN " in (sql := template_sql(profile, random.Random(i))[1])]
+    assert len(joined) > 30 and all(verdict(sql, execute_here(str(db), sql, 5)) != "fails" for sql in joined)
+    declared = make_shop(tmp_path, "declared.sqlite")
+    conn = sqlite3.connect(declared)
+    conn.executescript("CREATE TABLE notes (id INTEGER PRIMARY KEY, customer_id INTEGER); INSERT INTO notes VALUES (1, 1);")
+    conn.close()
+    arrows = [fk.arrow() for fk in read_schema("shop", declared).foreign_keys]
+    assert "notes.customer_id -> customers.id" not in arrows and len(arrows) == 2  # declared keys are taken at their word

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from mlx_sql.data.inferred_keys import infer_foreign_keys
 from mlx_sql.fileio import write_json
 from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier
 
@@ -40,10 +41,13 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
     primary_keys: list[Any] = []
     index: dict[tuple[str, str], int] = {}
     first_pk: dict[str, str] = {}
+    names: dict[str, list[str]] = {}
+    primary: dict[str, list[str]] = {}
     for t_idx, table in enumerate(tables):
         pk_cols = []
         for cid, name, declared, _notnull, _default, pk in conn.execute(f"PRAGMA table_info({quote_identifier(table)})"):
             index[(table.lower(), name.lower())] = len(columns)
+            names.setdefault(table, []).append(name)
             if pk:
                 pk_cols.append((pk, len(columns)))
                 if pk == 1:
@@ -51,6 +55,7 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
             columns.append([t_idx, name])
             types.append(spider_type(declared or ""))
         pk_ids = [i for _, i in sorted(pk_cols)]
+        primary[table] = [columns[i][1] for i in pk_ids]
         if pk_ids:
             primary_keys.append(pk_ids[0] if len(pk_ids) == 1 else pk_ids)
     foreign_keys = []
@@ -61,6 +66,9 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
             dst = index.get((row[2].lower(), (row[4] or first_pk.get(row[2].lower(), "")).lower()))
             if src is not None and dst is not None:
                 foreign_keys.append([src, dst])
+    if not foreign_keys:  # none declared: those the names suggest and the rows confirm
+        foreign_keys = [[index[(t.lower(), c.lower())], index[(r.lower(), k.lower())]]
+                        for t, c, r, k in infer_foreign_keys(conn, names, primary)]
     return {
         "column_names": [[t, _natural(c) if t >= 0 else c] for t, c in columns],
         "column_names_original": columns,
