@@ -100,7 +100,8 @@ def main() -> None:
     print(f"total: {total:.1f} min = {total / GOAL_MINUTES:.2f}x the {GOAL_MINUTES:.0f}-minute goal")
     if args.no_write:
         return
-    rows = "\n".join(f"| `mlx-sql {stage}` | {seconds / 60:.1f} |" for stage, seconds in stages.items())
+    commands = {"synth": "`mlx-sql synth`", "train": "`mlx-sql train`", "first ask": "`mlx-sql ask`, the first question"}
+    rows = "\n".join(f"| {commands[stage]} | {seconds / 60:.1f} |" for stage, seconds in stages.items())
     body = (f"One SQLite file (`{db.name}`, {db.stat().st_size / 1e6:.1f} MB) from nothing to an adapted "
             "Qwen2.5-Coder-0.5B-Instruct answering a question, each command a fresh process as a user runs it "
             f"(`benchmarks/own_db_timing.py`): synth kept {report['kept']} pairs of {report['all']['tried']} candidates "
