@@ -32,6 +32,17 @@ def readonly_uri(path: Path) -> str:
     return uri
 
 
+def user_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables a question can be about, in creation order: not SQLite's own (`sqlite_%`), and no virtual
+    table (a full-text or spatial index, `notes_fts`) nor the shadow tables it keeps its index in
+    (`notes_fts_data`, …): the sandbox runs no virtual-table module, so a query on one could only fail."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                        "ORDER BY rowid").fetchall()
+    virtual = tuple(name.lower() for name, sql in rows if (sql or "").upper().startswith("CREATE VIRTUAL TABLE"))
+    return [name for name, _ in rows
+            if name.lower() not in virtual and not name.lower().startswith(tuple(v + "_" for v in virtual))]
+
+
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection; a file that is not a readable SQLite database is a one-line error here."""
     path = Path(path)

@@ -312,12 +312,14 @@ CREATE TABLE empty_one (a INTEGER, b TEXT);
 CREATE TABLE untyped (x, y, z);
 CREATE TABLE wr (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;
 CREATE VIEW v_totals AS SELECT "Order ID" AS oid, sum("Unit Price") AS total FROM "Order Details" GROUP BY 1;
+CREATE VIRTUAL TABLE notes_fts USING fts5(body);
+INSERT INTO notes_fts VALUES ('first note'), ('second note');
 """
 
 
 def make_messy(folder):
     """Names real databases have and Spider rarely does: SQL keywords, spaces, quotes, accents; BLOBs, untyped
-    columns, an all-NULL column, an empty table, a WITHOUT ROWID table, a view."""
+    columns, an all-NULL column, an empty table, a WITHOUT ROWID table, a view, a full-text index."""
     path = folder / "messy.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript(MESSY)
@@ -346,6 +348,7 @@ def test_templates_run_on_a_database_named_the_way_real_ones_are(tmp_path):
     assert 'CREATE TABLE "group" (' in text and '"key" INTEGER PRIMARY KEY' in text and '"select" TEXT' in text
     assert 'CREATE TABLE "Order Details" (' in text and '"Note\'s" TEXT' in text and "<2-byte blob>" in text
     assert 'FOREIGN KEY ("Order ID") REFERENCES "group"("key")' in text
+    assert "notes_fts" not in text  # a full-text index and its shadow tables: the sandbox runs no such module
     profile = profile_database("messy", db, read_schema("messy", db))
     verdicts, joined = [], 0
     for i in range(300):

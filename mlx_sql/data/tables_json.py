@@ -12,7 +12,7 @@ from typing import Any
 
 from mlx_sql.data.inferred_keys import infer_foreign_keys
 from mlx_sql.fileio import write_json
-from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier
+from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier, user_tables
 
 
 def spider_type(declared: str) -> str:
@@ -34,8 +34,7 @@ def _natural(name: str) -> str:
 
 
 def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    tables = user_tables(conn)
     columns: list[list[Any]] = [[-1, "*"]]
     types = ["text"]
     primary_keys: list[Any] = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_sql.fileio import cache_root, write_json
-from mlx_sql.sqlite import open_readonly, quote_identifier
+from mlx_sql.sqlite import open_readonly, quote_identifier, user_tables
 
 VALUES_HEADER = "### Values ###"
 MAX_PER_COLUMN = 2000
@@ -112,8 +112,7 @@ def build_index(db_path: str | Path, max_per_column: int = MAX_PER_COLUMN, max_v
     entries: list[tuple[str, str, str]] = []
     partial = False
     try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
-                                             "'sqlite_%' ORDER BY name")]
+        tables = sorted(user_tables(conn))
         for table in tables:
             columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")]
             for column in columns:
