@@ -139,6 +139,9 @@ class TrainConfig:
     grpo_clip: float = _opt(0.2, min=0.0, max=1.0, doc="PPO-style clip of the probability ratio")
     grpo_reward_runs: float = _opt(0.1, min=0.0, max=1.0, doc="reward of an answer that runs but returns another "
                                    "result (1 for the example's result, 0 for one SQLite rejects)")
+    grpo_prompt_grad: bool = _opt(True, doc="false: the loss reuses the prompt's keys/values the sampler computed "
+                                  "this step, with no gradient through them, and runs only the answers (an "
+                                  "approximation; a step on a long schema costs a fraction of the time)")
 
 
 BACKENDS = ("mlx", "ollama", "llamacpp", "openai")

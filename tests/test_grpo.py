@@ -79,9 +79,36 @@ def test_one_answer_without_clip_or_kl_is_the_policy_gradient(tiny_recipe):
         np.testing.assert_allclose(np.array(g), -advantage * np.array(e), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-def test_a_reward_that_favours_one_answer_raises_its_probability(tiny_recipe):
+def test_the_prompt_held_fixed_gives_the_same_loss_and_kl_and_a_gradient_through_the_answers_only(tiny_recipe):
+    """grpo_prompt_grad = false: the sampler's prefix keys/values stand in for the loss's own prefix pass."""
+    from dataclasses import replace
+
+    recipe, model, tokenizer, encoder = adapted(tiny_recipe, "train.grpo_prompt_grad=false")
+    randomize_adapters(model)
+    grpo = GRPO(model, tokenizer, encoder, recipe.train, lambda record, text: 0.0)
+    answers = grpo.sample(RECORD, [1, 2, 3], step=0)
+    fixed = grpo.group_batch(RECORD, answers)
+    assert fixed.prefix_kv is not None and fixed.prefix_kv[0][0].shape[2] == fixed.prefix.shape[1]
+    whole = replace(fixed, prefix_kv=None)
+    advantages = mx.array([1.0, -0.5, -0.5])
+    with adapters_off(model):
+        reference = completion_log_probs(model, whole)[0]
+    loss_and_grad = nn.value_and_grad(model, grpo_loss)
+    (loss_whole, _, kl_whole), grads_whole = loss_and_grad(model, whole, advantages, reference, 0.2, 0.04)
+    (loss_fixed, _, kl_fixed), grads_fixed = loss_and_grad(model, fixed, advantages, reference, 0.2, 0.04)
+    assert abs(loss_fixed.item() - loss_whole.item()) < 1e-4 and abs(kl_fixed.item() - kl_whole.item()) < 1e-4
+    differ = [name for (name, a), (_, b) in zip(tree_flatten(grads_fixed), tree_flatten(grads_whole))
+              if not np.allclose(np.array(a), np.array(b), atol=1e-7)]
+    assert differ and all(np.isfinite(np.array(g)).all() for _, g in tree_flatten(grads_fixed))
+    _, _, _, kl = grpo.gradients(fixed, advantages)  # the reference pass runs its own prefix, adapter off
+    assert abs(kl.item() - kl_whole.item()) < 1e-4
+
+
+@pytest.mark.parametrize("prompt_grad", ["true", "false"])
+def test_a_reward_that_favours_one_answer_raises_its_probability(tiny_recipe, prompt_grad):
     recipe, model, tokenizer, encoder = adapted(tiny_recipe, "train.grpo_group=16", "train.grpo_max_tokens=1",
-                                                "train.grpo_kl=0", "train.grpo_temperature=1.0")
+                                                "train.grpo_kl=0", "train.grpo_temperature=1.0",
+                                                f"train.grpo_prompt_grad={prompt_grad}")
     from mlx_sql.eval.backends.base import prompt_ids
 
     prefix, question = prompt_ids(encoder, RECORD)

@@ -8,7 +8,10 @@ a group whose answers all earn the same reward carries no signal and is skipped 
 wrong / all alike). The loss is the clipped policy-gradient surrogate on the answer tokens, averaged over each
 answer's tokens, with a KL penalty (the k3 estimator) to the reference model — the same weights with the adapter
 switched off, so no second copy is held. The group is one schema-shared batch: the prompt's prefix runs once for
-all its answers, in sampling and in the loss.
+all its answers, in sampling and in the loss. With `grpo_prompt_grad = false` the loss does not run the prefix
+at all: it reuses the keys/values the sampler computed this step (same weights, no dropout) as constants, so
+no gradient reaches the adapter through the schema's positions — an approximation that leaves only the answers'
+forward and backward.
 
 Each step samples once and updates once (on-policy): the probability ratio is 1 where the gradient is taken, so
 the clip only matters as the surrogate's form. Sampling seeds come from (train.seed, step, micro-batch,
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import mlx.core as mx
@@ -134,7 +137,7 @@ class GRPO:
 
     def sample(self, record: dict[str, Any], seeds: list[int], step: int) -> list[tuple[list[int], int | None]]:
         if step != self.weights_of_step:  # the adapter moved since: the prefix keys are stale
-            self.sampler._prefix = None
+            self.sampler.forget_prefix()
             self.weights_of_step = step
         self.model.eval()  # no dropout while drawing answers
         try:
@@ -152,15 +155,18 @@ class GRPO:
         prefix, question = prompt_ids(self.encoder, record)
         encoded = [Encoded(prefix, tuple([*question, *ids, *([end] if end is not None else [])]), len(question))
                    for ids, end in answers]
-        return collate(encoded, True, self.cfg.max_seq_length)
+        batch = collate(encoded, True, self.cfg.max_seq_length)
+        if batch is not None and not self.cfg.grpo_prompt_grad:  # the keys/values sampling just used, held fixed
+            batch.prefix_kv = self.sampler.prefix_kv(prefix)
+        return batch
 
     def gradients(self, batch: Batch, advantages: mx.array) -> tuple[Any, mx.array, mx.array, mx.array]:
         """(grads, loss, answers, summed KL) of one group's batch: the reference pass with the adapter off (skipped
         with no KL term), then the clipped surrogate's forward and backward."""
         reference = None
         if self.cfg.grpo_kl > 0:
-            with adapters_off(self.model):
-                reference = mx.stop_gradient(completion_log_probs(self.model, batch)[0])
+            with adapters_off(self.model):  # its own prefix: the sampler's keys/values are the adapter's
+                reference = mx.stop_gradient(completion_log_probs(self.model, replace(batch, prefix_kv=None))[0])
                 mx.eval(reference)
         (loss, n, kl), grads = self.loss_and_grad(self.model, batch, advantages, reference, self.cfg.grpo_clip,
                                                   self.cfg.grpo_kl)

@@ -19,6 +19,7 @@ class Batch:
     Shared: `prefix` is (1, P), `tokens` is (B, S) question+SQL segments attending to it.
     Encoder-decoder (T5): `source` is (B, Ls) encoder input (prompt), `source_mask` 1 at its real
     tokens, `tokens` the decoder's start token then the SQL.
+    `prefix_kv` (shared only): each layer's keys/values of the prefix, already computed and used as constants.
     `mask[b, t]` is 1 where `tokens[b, t]` is a completion token (carries loss).
     """
 
@@ -30,6 +31,7 @@ class Batch:
     truncated: int
     source: mx.array | None = None
     source_mask: mx.array | None = None
+    prefix_kv: list[tuple[mx.array, mx.array]] | None = None  # shared: the prefix's keys/values, held fixed
 
 
 def output_logits(model: nn.Module, hidden: mx.array) -> mx.array:
@@ -58,6 +60,10 @@ def completion_log_probs(model: nn.Module, batch: Batch) -> tuple[mx.array, np.n
         hidden = model.decode(inputs, memory, batch.source_mask)
     elif batch.prefix is None:
         hidden = model.model(inputs, cache=None)  # Phi-2's model takes cache positionally, without a default
+    elif batch.prefix_kv is not None:  # computed elsewhere (GRPO's sampler): no gradient flows into the prefix
+        n = batch.prefix.shape[1]
+        hidden = model.model(inputs, cache=[PrefixCache(mx.stop_gradient(k[:, :, :n]), mx.stop_gradient(v[:, :, :n]))
+                                            for k, v in batch.prefix_kv])
     else:
         collect = [CollectCache() for _ in model.layers]
         model.model(batch.prefix, cache=collect)

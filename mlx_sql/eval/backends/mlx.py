@@ -52,7 +52,12 @@ class MLXBackend:
         self._prefix: tuple[tuple[int, ...], list[tuple[mx.array, mx.array]]] | None = None
         self.state_id = state_id  # given: prefixes are kept on disk for the next process (a one-shot ask)
 
-    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[mx.array, mx.array]]:
+    def forget_prefix(self) -> None:
+        """The weights changed (a training step): the kept prefix keys/values no longer hold."""
+        self._prefix = None
+
+    def prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[mx.array, mx.array]]:
+        """Each layer's keys/values of `prefix` under the current weights, computed once and kept."""
         if self._prefix is None or self._prefix[0] != prefix:
             path = self._state_file(prefix)
             kv = load_prefix_state(path, len(self.model.layers)) if path is not None else None
@@ -71,7 +76,7 @@ class MLXBackend:
 
     def generate(self, record: dict[str, Any], temperature: float = 0.0, seed: int = 0) -> str:
         prefix, question = prompt_ids(self.encoder, record)
-        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
+        cache = [DecodeCache(k, v) for k, v in self.prefix_kv(prefix)]
         logits = self.model(mx.array([question]), cache=cache)[:, -1, :]
         out: list[int] = []
         rng = draw_rng(seed, [*prefix, *question])
@@ -96,7 +101,7 @@ class MLXBackend:
         rows of one batch; a row that has finished idles on its last token until all have. GRPO trains on
         exactly these ids (re-encoding the text could give other tokens)."""
         prefix, question = prompt_ids(self.encoder, record)
-        cache = [DecodeCache(k, v) for k, v in self._prefix_kv(prefix)]
+        cache = [DecodeCache(k, v) for k, v in self.prefix_kv(prefix)]
         first = self.model(mx.array([question]), cache=cache)[:, -1, :]
         branch = [BranchCache(c.keys, c.values) for c in cache]
         rngs = [draw_rng(seed, [*prefix, *question]) for seed in seeds]
