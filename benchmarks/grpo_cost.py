@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--set", action="append", default=[], help="more recipe overrides, as in mlx-sql")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=SET;SET",
+                        help="another run of ours with these overrides, a row of its own "
+                        "(e.g. 'prompt held fixed=train.grpo_prompt_grad=false')")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md as it is")
     args = parser.parse_args()
     if args.questions < 2:
@@ -108,15 +111,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="grpo-cost-") as tmp:
         root = Path(tmp)
-        recipe = load_recipe(ROOT / args.recipe, [
-            f'data.path="{args.spider}"', f'data.out_dir="{root / "data"}"', f'train.adapter_dir="{root / "ours"}"',
+        recipe_sets = [
+            f'data.path="{args.spider}"', f'data.out_dir="{root / "data"}"',
             f"data.max_examples={args.questions * 4}", 'train.objective="grpo"', "train.batch_size=1",
             "train.grad_accumulation=1", f"train.iters={args.questions}", f"train.grpo_group={args.group}",
             f"train.grpo_max_tokens={args.max_tokens}", "train.lr=1e-5", "train.warmup_steps=0",
-            "train.save_every=100000", "train.eval_every=100000", *args.set])
+            "train.save_every=100000", "train.eval_every=100000", *args.set]
+        recipe = load_recipe(ROOT / args.recipe, [*recipe_sets, f'train.adapter_dir="{root / "ours"}"'])
         build_dataset(recipe, load_tokenizer(recipe.model))
         print(f"ours: {args.questions} GRPO steps, group {args.group} ...", flush=True)
         ours = our_run(recipe, args.questions)
+        more = {}
+        for i, spec in enumerate(args.also):
+            name, _, sets = spec.partition("=")
+            print(f"ours, {name}: {args.questions} GRPO steps ...", flush=True)
+            more[f"mlx-sql, {name}"] = our_run(load_recipe(recipe.source, [
+                *recipe_sets, f'train.adapter_dir="{root / f"ours-{i}"}"', *filter(None, sets.split(";"))]),
+                args.questions)
         job = job_for_worker(recipe, args.questions)
         (root / "job.json").write_text(json.dumps(job))
         print(f"mlx-lm-lora: the same {args.questions} questions ...", flush=True)
@@ -127,7 +138,7 @@ def main() -> None:
         lora_version = subprocess.run([args.lora_python, "-c", "import importlib.metadata as m; "
                                        "print(m.version('mlx-lm-lora'))"], capture_output=True, text=True).stdout.strip()
 
-    rows = {"mlx-lm-lora " + lora_version + " (anchor)": theirs, "mlx-sql": ours}
+    rows = {"mlx-lm-lora " + lora_version + " (anchor)": theirs, "mlx-sql": ours, **more}
     anchor_qps, anchor_mem = questions_per_s(theirs), theirs["peak_memory_gb"]
     model = model_label(recipe.model)
     lines = [f"{args.questions} Spider train questions (one a step; the first step of each side left out of the "
@@ -151,6 +162,10 @@ def main() -> None:
     timed = ours["step_ends"][-1] - ours["step_ends"][0]
     lines.append("Where our steps' time went (after the first): " + ", ".join(
         f"{phase} {seconds / timed:.0%}" for phase, seconds in ours["phases"].items()) + ".")
+    for name, run in more.items():
+        lines.append(f"{name}: {questions_per_s(run) / questions_per_s(ours):.2f}x mlx-sql's questions/s; its time "
+                     "went to " + ", ".join(f"{phase} {seconds / (run['step_ends'][-1] - run['step_ends'][0]):.0%}"
+                                           for phase, seconds in run["phases"].items()) + ".")
     print("\n".join(lines))
     if not args.no_write:
         update_section("grpo-cost", "A GRPO step against mlx-lm-lora", "\n".join(lines), shows=SHOWS)
