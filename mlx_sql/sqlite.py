@@ -7,6 +7,7 @@ Benchmark databases are read-only inputs: every connection here is opened with
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -96,8 +97,9 @@ def database_for_script(script: str | Path) -> Path:
     return built
 
 
-# SQLite's keywords (sqlite.org/lang_keywords.html): a table named `group` or a column named `order` must be
-# quoted wherever it is written — in the statements we run and in the schema text the model copies from.
+# SQLite's keywords (sqlite.org/lang_keywords.html). Most may still name a table or column unquoted (SQLite falls
+# back to reading them as names: Spider writes `FROM match`); the rest — `group`, `order`, `from` — must be quoted
+# wherever they are written, in the statements we run and in the schema text the model copies from.
 SQLITE_KEYWORDS = frozenset("""
 ABORT ACTION ADD AFTER ALL ALTER ALWAYS ANALYZE AND AS ASC ATTACH AUTOINCREMENT BEFORE BEGIN BETWEEN BY CASCADE
 CASE CAST CHECK COLLATE COLUMN COMMIT CONFLICT CONSTRAINT CREATE CROSS CURRENT CURRENT_DATE CURRENT_TIME
@@ -111,9 +113,28 @@ TIES TO TRANSACTION TRIGGER UNBOUNDED UNION UNIQUE UPDATE USING VACUUM VALUES VI
 WITHOUT""".split())
 
 
+@functools.cache
+def reserved_words() -> frozenset[str]:
+    """The keywords this SQLite refuses as a bare table or column name, in the places a query puts names."""
+    refused = set()
+    for word in SQLITE_KEYWORDS:
+        conn = sqlite3.connect(":memory:")
+        try:
+            conn.execute(f"CREATE TABLE {word} ({word} INT, b INT)")
+            conn.execute(f"SELECT b, {word} FROM {word} WHERE {word} = 1 GROUP BY {word} ORDER BY {word}")
+            conn.execute(f"SELECT T1.{word}, count(*) FROM {word} AS T1 JOIN {word} AS T2 ON T1.{word} = T2.{word} "
+                         f"WHERE T1.b IN (SELECT {word} FROM {word})")
+        except sqlite3.Error:
+            refused.add(word)
+        finally:
+            conn.close()
+    return frozenset(refused)
+
+
 def quote_identifier(name: str) -> str:
-    """Quote a table or column name only where SQL needs it: spaces, punctuation, a leading digit, a keyword."""
+    """Quote a table or column name only where SQL needs it: spaces, punctuation, a leading digit, non-ASCII
+    letters, a keyword SQLite will not read as a name."""
     if name and name.replace("_", "a").isascii() and name.replace("_", "a").isalnum() and not name[0].isdigit() \
-            and name.upper() not in SQLITE_KEYWORDS:
+            and name.upper() not in reserved_words():
         return name
     return '"' + name.replace('"', '""') + '"'
