@@ -141,7 +141,7 @@ class TrainConfig:
                                    "result (1 for the example's result, 0 for one SQLite rejects)")
     grpo_prompt_grad: bool = _opt(True, doc="false: the loss reuses the prompt's keys/values the sampler computed "
                                   "this step, with no gradient through them, and runs only the answers (an "
-                                  "approximation; a step on a long schema costs a fraction of the time)")
+                                  "approximation meant to cut a step's time on long schemas; not yet measured)")
 
 
 BACKENDS = ("mlx", "ollama", "llamacpp", "openai")

@@ -153,7 +153,7 @@ def collate(encoded: list[Encoded], shared: bool, max_seq_length: int) -> Batch 
     if not encoded:
         return None
     if shared:
-        budget = max_seq_length - max(len(e.segment) for e in encoded)
+        budget = min(prefix_room(e, max_seq_length, seq2seq=False) for e in encoded)  # room beside the longest
         prefix = list(encoded[0].prefix[:budget])
         truncated = len(encoded) if len(prefix) < len(encoded[0].prefix) else 0
         segments = [list(e.segment) for e in encoded]
