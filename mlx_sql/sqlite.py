@@ -44,6 +44,13 @@ def user_tables(conn: sqlite3.Connection) -> list[str]:
             if name.lower() not in virtual and not name.lower().startswith(tuple(v + "_" for v in virtual))]
 
 
+def table_columns(conn: sqlite3.Connection, table: str) -> list[tuple]:
+    """`PRAGMA table_info`'s rows (cid, name, type, notnull, default, pk), generated columns included:
+    `table_info` hides them, yet a query reads them like any other (`total AS (price * qty)`)."""
+    rows = conn.execute(f"PRAGMA table_xinfo({quote_identifier(table)})").fetchall()
+    return [row[:6] for row in rows if row[6] != 1]  # 1: a virtual table's hidden column
+
+
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection; a file that is not a readable SQLite database is a one-line error here."""
     path = Path(path)

@@ -105,6 +105,7 @@ def test_templates_fill_every_shape_with_queries_that_run(tmp_path):
         name, sql, question = template_sql(profile, random.Random(i))
         fired.add(name)
         assert question[0].isupper() and question[-1] in "?." and "_" not in question and "SELECT" not in question
+        assert not re.search(r"\ba [aeiou]", question.split('"')[0]), question  # "an order", not "a order"
         verdicts.append(verdict(sql, execute_here(str(db), sql, 5)))
     assert fired == {f.__name__ for shapes in TEMPLATES.values() for f in shapes}
     assert "fails" not in verdicts and "not a select" not in verdicts  # a template never writes broken SQL
@@ -306,7 +307,7 @@ def test_pairs_synthesized_on_a_benchmarks_databases_train_with_its_schemas(tmp_
 
 MESSY = """
 CREATE TABLE "Order Details" ("Order ID" INTEGER REFERENCES "group"("key"), "Unit Price" REAL, Qty INT,
-                              "Note's" TEXT, blobby BLOB);
+                              "Note's" TEXT, blobby BLOB, "Line Total" REAL AS ("Unit Price" * Qty));
 CREATE TABLE "group" ("key" INTEGER PRIMARY KEY, "select" TEXT, "Created-At" TEXT, "ÉtatÉ" TEXT, "nothing" TEXT);
 CREATE TABLE empty_one (a INTEGER, b TEXT);
 CREATE TABLE untyped (x, y, z);
@@ -319,7 +320,8 @@ INSERT INTO notes_fts VALUES ('first note'), ('second note');
 
 def make_messy(folder):
     """Names real databases have and Spider rarely does: SQL keywords, spaces, quotes, accents; BLOBs, untyped
-    columns, an all-NULL column, an empty table, a WITHOUT ROWID table, a view, a full-text index."""
+    columns, an all-NULL column, a generated column, an empty table, a WITHOUT ROWID table, a view, a full-text
+    index."""
     path = folder / "messy.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript(MESSY)
@@ -349,6 +351,7 @@ def test_templates_run_on_a_database_named_the_way_real_ones_are(tmp_path):
     assert "  key INTEGER PRIMARY KEY" in text  # those it reads as names (as Spider's `FROM match`) are not
     assert 'CREATE TABLE "Order Details" (' in text and '"Note\'s" TEXT' in text and "<2-byte blob>" in text
     assert 'FOREIGN KEY ("Order ID") REFERENCES "group"(key)' in text
+    assert '"Line Total" REAL' in text  # a generated column is read like any other
     assert "notes_fts" not in text  # a full-text index and its shadow tables: the sandbox runs no such module
     profile = profile_database("messy", db, read_schema("messy", db))
     verdicts, joined = [], 0

@@ -50,7 +50,9 @@ def table_key(table: str, columns: list[str], primary: list[str]) -> str | None:
 def infer_foreign_keys(conn: sqlite3.Connection, columns: dict[str, list[str]], primary: dict[str, list[str]],
                        max_seconds: float = MAX_SECONDS) -> list[tuple[str, str, str, str]]:
     """(table, column, referenced table, referenced column) for each reference the names suggest and the rows
-    confirm: the column holds a value, and every one of its first `SAMPLE` distinct values is in the key."""
+    confirm: the column holds a value, and every one of its first `SAMPLE` distinct values is in the key.
+    The deadline is a progress handler on `conn`, removed at the end (sqlite3 cannot read back one set before):
+    pass a connection that has none of its own."""
     keys = {t: k for t in columns if (k := table_key(t, columns[t], primary.get(t, [])))}
     deadline = time.monotonic() + max_seconds
     conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)

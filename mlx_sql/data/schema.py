@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.sqlite import open_readonly, quote_identifier
+from mlx_sql.sqlite import open_readonly, quote_identifier, table_columns
 
 SCHEMA_HEADER = "### Schema ###"
 SAMPLE_VALUE_CHARS = 40
@@ -125,7 +125,7 @@ def _refine_from_sqlite(schema: Schema, db_path: Path) -> None:
     conn = open_readonly(db_path)
     try:
         for table in schema.tables:
-            info = conn.execute(f"PRAGMA table_info({quote_identifier(table.name)})").fetchall()
+            info = table_columns(conn, table.name)
             by_name = {row[1].lower(): row for row in info}
             if not by_name:
                 continue

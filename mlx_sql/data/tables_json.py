@@ -12,7 +12,7 @@ from typing import Any
 
 from mlx_sql.data.inferred_keys import infer_foreign_keys
 from mlx_sql.fileio import write_json
-from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier, user_tables
+from mlx_sql.sqlite import database_for_script, open_readonly, quote_identifier, table_columns, user_tables
 
 
 def spider_type(declared: str) -> str:
@@ -44,7 +44,7 @@ def tables_entry(db_id: str, conn: sqlite3.Connection) -> dict[str, Any]:
     primary: dict[str, list[str]] = {}
     for t_idx, table in enumerate(tables):
         pk_cols = []
-        for cid, name, declared, _notnull, _default, pk in conn.execute(f"PRAGMA table_info({quote_identifier(table)})"):
+        for cid, name, declared, _notnull, _default, pk in table_columns(conn, table):
             index[(table.lower(), name.lower())] = len(columns)
             names.setdefault(table, []).append(name)
             if pk:

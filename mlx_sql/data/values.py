@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_sql.fileio import cache_root, write_json
-from mlx_sql.sqlite import open_readonly, quote_identifier, user_tables
+from mlx_sql.sqlite import open_readonly, quote_identifier, table_columns, user_tables
 
 VALUES_HEADER = "### Values ###"
 MAX_PER_COLUMN = 2000
@@ -114,7 +114,7 @@ def build_index(db_path: str | Path, max_per_column: int = MAX_PER_COLUMN, max_v
     try:
         tables = sorted(user_tables(conn))
         for table in tables:
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quote_identifier(table)})")]
+            columns = [r[1] for r in table_columns(conn, table)]
             for column in columns:
                 col, tab = quote_identifier(column), quote_identifier(table)
                 try:

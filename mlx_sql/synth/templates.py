@@ -109,6 +109,11 @@ def plural(name: str) -> str:
     return w[:-1] + "ies" if w.endswith("y") and w[-2:-1] not in "aeiou" else w + "s"
 
 
+def with_article(phrase: str) -> str:
+    """The phrase with its indefinite article: "an order id", "a name" (by the first letter; "a user id" too)."""
+    return ("an " if phrase[:1] in "aeiou" else "a ") + phrase
+
+
 def said(value) -> str:
     """A value as a question names it: text as stored, in quotes; numbers bare."""
     return f'"{value}"' if isinstance(value, str) else repr(value)
@@ -154,7 +159,8 @@ def filter_number(d: Draw) -> Made | None:
         return None
     op, v = d.rng.choice(list(OP_WORDS)), d.value(n)
     return (f"SELECT {q(c.name)} FROM {q(t.name)} WHERE {q(n.name)} {op} {literal(v)}",
-            f"What is the {words(c.name)} of the {plural(t.name)} with a {words(n.name)} {OP_WORDS[op]} {said(v)}?")
+            f"What is the {words(c.name)} of the {plural(t.name)} with {with_article(words(n.name))} "
+            f"{OP_WORDS[op]} {said(v)}?")
 
 
 def aggregate(d: Draw) -> Made | None:
@@ -272,8 +278,8 @@ def join_filter(d: Draw) -> Made | None:
     if shown is child:
         return sql, (f"What is the {words(c.name)} of the {plural(child.name)} whose {words(parent.name)} has the "
                      f"{words(f.name)} {said(v)}?")
-    return sql, (f"What are the distinct {words(c.name)} values of the {plural(parent.name)} that have a "
-                 f"{words(child.name)} with the {words(f.name)} {said(v)}?")
+    return sql, (f"What are the distinct {words(c.name)} values of the {plural(parent.name)} that have "
+                 f"{with_article(words(child.name))} with the {words(f.name)} {said(v)}?")
 
 
 def join_select(d: Draw) -> Made | None:
@@ -323,8 +329,8 @@ def in_filtered(d: Draw) -> Made | None:
     v = d.value(f)
     return (f"SELECT {q(c.name)} FROM {q(parent.name)} WHERE {q(pk)} IN (SELECT {q(fk)} FROM {q(child.name)} "
             f"WHERE {q(f.name)} = {literal(v)})",
-            f"What is the {words(c.name)} of the {plural(parent.name)} that have a {words(child.name)} whose "
-            f"{words(f.name)} is {said(v)}?")
+            f"What is the {words(c.name)} of the {plural(parent.name)} that have "
+            f"{with_article(words(child.name))} whose {words(f.name)} is {said(v)}?")
 
 
 def above_average(d: Draw) -> Made | None:
@@ -428,7 +434,7 @@ def three_tables(d: Draw) -> Made | None:
     return (f"SELECT DISTINCT T1.{q(c.name)} FROM {q(a.name)} AS T1 JOIN {q(a_ref.name)} AS T2 ON T1.{q(a_col)} = "
             f"T2.{q(a_ref_col)} JOIN {q(third.name)} AS T3 ON {on_b} WHERE T3.{q(f.name)} = {literal(v)}",
             f"What are the distinct {words(c.name)} values of the {plural(a.name)} linked through their "
-            f"{words(a_ref.name)} to a {words(third.name)} with the {words(f.name)} {said(v)}?")
+            f"{words(a_ref.name)} to {with_article(words(third.name))} with the {words(f.name)} {said(v)}?")
 
 
 TEMPLATES: dict[str, list[Callable[[Draw], Made | None]]] = {
