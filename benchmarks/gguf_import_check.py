@@ -18,7 +18,7 @@ from mlx_sql.models.sources import gguf_file
 from mlx_sql.recipe import ModelConfig
 from mlx_sql.models.verify import greedy_side_by_side, logits_agreement
 
-from results import ROOT, update_section
+from results import ROOT, no_options, update_section
 
 CHAT = "Write a SQLite query: how many singers are there? Table: singer(singer_id, name, age)."
 # model source (as a recipe names it) -> (prompt kind, prompt)
@@ -66,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     main()

@@ -7,7 +7,7 @@ measured peak" and in the Qwen accuracy section: within 8%).
 
 from __future__ import annotations
 
-from results import ROOT, update_section
+from results import ROOT, no_options, update_section
 
 RECIPES = ["qwen2.5-coder-0.5b.toml", "qwen2.5-coder-0.5b-rft.toml", "qwen2.5-coder-1.5b.toml", "smollm2-135m.toml",
            "gemma3-270m.toml"]
@@ -42,4 +42,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     main()

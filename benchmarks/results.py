@@ -3,6 +3,7 @@ replaces it with what it just measured, so `make bench` regenerates the file."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -11,6 +12,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def no_options(doc: str | None) -> None:
+    """For a benchmark that takes no options: `--help` prints its docstring, anything else is an error,
+    instead of a run that rewrites its RESULTS section."""
+    argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
 
 
 def model_label(cfg) -> str:
