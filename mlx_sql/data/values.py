@@ -133,11 +133,14 @@ def build_index(db_path: str | Path, max_per_column: int = MAX_PER_COLUMN, max_v
     return ValueIndex(entries, partial)
 
 
+INDEX_FORMAT = 2  # raised when the index reads a database differently (2: generated columns), so old ones are rebuilt
+
+
 def index_path(db_path: Path) -> Path:
     """The cache file of a database's index: its path hashed, then its size and modification time."""
     stat = db_path.stat()
     key = hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:16]
-    return cache_root() / "values" / f"{key}-{stat.st_size}-{stat.st_mtime_ns}.json"
+    return cache_root() / "values" / f"{key}-{stat.st_size}-{stat.st_mtime_ns}-v{INDEX_FORMAT}.json"
 
 
 _LOADED: dict[Path, ValueIndex] = {}
