@@ -10,8 +10,10 @@ the pool is rebuilt and the query is scored as an error.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sqlite3
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -74,10 +76,19 @@ def execute_here(db_path: str, sql: str, timeout: float, max_rows: int = MAX_ROW
         conn.close()
 
 
-def _ignore_interrupts() -> None:
+def _worker_start(parent: int) -> None:
     """Workers leave Ctrl-C to the main process, which stops them: one line for the user, not a traceback
-    from every worker."""
+    from every worker. And they end with it: a main process killed outright (SIGTERM from a service manager,
+    SIGKILL) runs no cleanup, and the pool's workers, blocked on a queue whose writing end they hold themselves,
+    would otherwise live on as orphans."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
 
 
 class Executor:
@@ -91,7 +102,7 @@ class Executor:
         if self._pool is None:
             # spawn, not fork: forking a process whose MLX/OpenBLAS threads are busy can deadlock it
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_ignore_interrupts)
+                                             initializer=_worker_start, initargs=(os.getpid(),))
             # start the workers with Ctrl-C blocked from their first instruction (a blocked signal stays blocked
             # across fork and exec; their initializer then ignores it): one arriving while a worker still imports
             # would otherwise print its traceback. Here it waits, blocked, and is raised once they have started.

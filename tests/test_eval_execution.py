@@ -2,7 +2,10 @@
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +112,32 @@ def test_a_wal_database_is_read_without_leaving_files_beside_it(tmp_path):
         assert ex.run(path, "SELECT body FROM notes ORDER BY id").rows == (("a",), ("b",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's first process may never reap the orphans it adopts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_end_when_the_main_process_is_killed_outright(db):
+    """SIGKILL (or SIGTERM from a service manager) runs no cleanup in the main process: its sandbox workers
+    must notice they were orphaned and end, not live on."""
+    script = (
+        "import os, signal, sys\n"
+        "from mlx_sql.sandbox import Executor\n"
+        "ex = Executor(workers=2, timeout=5)\n"
+        "assert ex.run(sys.argv[1], 'SELECT count(*) FROM item').rows == ((3,),)\n"
+        "print(' '.join(str(p) for p in ex._pool._processes), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    workers = [int(p) for p in done.stdout.split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in workers)
