@@ -68,7 +68,7 @@ def grpo_step(model, tokenizer, encoder, recipe) -> None:
     advantages = mx.array(np.linspace(-1.0, 1.0, cfg.grpo_group, dtype=np.float32))
     optimizer = optim.AdamW(learning_rate=1e-5)
     mx.reset_peak_memory()
-    grads, loss, _, _ = grpo.gradients(batch, advantages)  # the trainer's own reference pass and loss
+    grads, loss, _, _, _ = grpo.gradients(batch, advantages)  # the trainer's own reference pass and loss
     optimizer.update(model, grads)
     mx.eval(model.trainable_parameters(), optimizer.state, loss)
 

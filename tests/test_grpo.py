@@ -100,8 +100,35 @@ def test_the_prompt_held_fixed_gives_the_same_loss_and_kl_and_a_gradient_through
     differ = [name for (name, a), (_, b) in zip(tree_flatten(grads_fixed), tree_flatten(grads_whole))
               if not np.allclose(np.array(a), np.array(b), atol=1e-7)]
     assert differ and all(np.isfinite(np.array(g)).all() for _, g in tree_flatten(grads_fixed))
-    _, _, _, kl = grpo.gradients(fixed, advantages)  # the reference pass runs its own prefix, adapter off
+    _, _, _, kl, _ = grpo.gradients(fixed, advantages)  # the reference pass runs its own prefix, adapter off
     assert abs(kl.item() - kl_whole.item()) < 1e-4
+
+
+def test_the_reference_prefix_is_kept_and_reused_exactly(tiny_recipe):
+    """The base weights never change: a later question on the same schema reuses the reference's prefix
+    keys/values and gets what a whole reference pass gives; at most REFERENCE_PREFIXES schemas are kept."""
+    from dataclasses import replace
+
+    from mlx_sql.train.grpo import REFERENCE_PREFIXES
+
+    recipe, model, tokenizer, encoder = adapted(tiny_recipe, "train.grpo_prompt_grad=false")
+    randomize_adapters(model)
+    grpo = GRPO(model, tokenizer, encoder, recipe.train, lambda record, text: 0.0)
+    other = {**RECORD, "question": "How many a?", "input": RECORD["input"].replace("All a?", "How many a?")}
+    batches = [grpo.group_batch(r, grpo.sample(r, [1, 2], step=0)) for r in (RECORD, other)]
+    assert np.array_equal(np.array(batches[0].prefix), np.array(batches[1].prefix))  # one schema, two questions
+    for i, batch in enumerate(batches):
+        reference, reused = grpo.reference_log_probs(batch)  # the batch holds the sampler's (adapter's) prefix
+        assert reused is (i == 1)
+        with adapters_off(model):
+            whole = np.array(completion_log_probs(model, replace(batch, prefix_kv=None))[0])
+        np.testing.assert_allclose(np.array(reference), whole, atol=1e-6)
+        assert not np.allclose(np.array(completion_log_probs(model, batch)[0]), whole, atol=1e-4)
+    for n in range(REFERENCE_PREFIXES):  # as many other schemas push the first out
+        schema = {**RECORD, "input": RECORD["input"].replace("(a INT)", f"(a INT, b{n} TEXT)")}
+        assert not grpo.reference_log_probs(grpo.group_batch(schema, grpo.sample(schema, [1], step=0)))[1]
+    assert len(grpo.reference_kv) == REFERENCE_PREFIXES
+    assert not grpo.reference_log_probs(batches[0])[1]
 
 
 @pytest.mark.parametrize("prompt_grad", ["true", "false"])

@@ -11,7 +11,9 @@ switched off, so no second copy is held. The group is one schema-shared batch: t
 all its answers, in sampling and in the loss. With `grpo_prompt_grad = false` the loss does not run the prefix
 at all: it reuses the keys/values the sampler computed this step (same weights, no dropout) as constants, so
 no gradient reaches the adapter through the schema's positions — an approximation that leaves only the answers'
-forward and backward.
+forward and backward. The reference pass's prefix is exact to keep: the base weights never change, so the last
+`REFERENCE_PREFIXES` prefixes' keys/values under the reference are kept and reused by later questions on the same
+schema (a step's questions share one; a user's own database has only one).
 
 Each step samples once and updates once (on-policy): the probability ratio is 1 where the gradient is taken, so
 the clip only matters as the surrogate's form. Sampling seeds come from (train.seed, step, micro-batch,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from mlx_sql.models.verify import stable_seed
 from mlx_sql.train.losses import Batch, completion_log_probs
+from mlx_sql.train.prefix_cache import CollectCache
 
 Reward = Callable[[dict[str, Any], str], float]  # (record with the gold `output`, sampled SQL) -> reward
 
@@ -83,6 +87,8 @@ def grpo_loss(model: nn.Module, batch: Batch, advantages: mx.array, reference: m
     return per_answer.sum(), mx.array(rows, dtype=mx.float32), kl_sum
 
 
+REFERENCE_PREFIXES = 4  # schema prefixes whose reference keys/values are kept (the plan counts them)
+
 PHASES = ("sampling", "reward", "loss")  # a question's time: drawing its answers, running them, the gradient
 
 
@@ -98,6 +104,7 @@ class GroupStats:
     answer_tokens: list[int] = field(default_factory=list)
     kl_sum: float = 0.0
     kl_tokens: int = 0
+    reference_reused: int = 0  # reference passes that reused a kept prefix
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))  # where the time went
 
     def add(self, other: "GroupStats") -> None:
@@ -109,6 +116,7 @@ class GroupStats:
         self.answer_tokens += other.answer_tokens
         self.kl_sum += other.kl_sum
         self.kl_tokens += other.kl_tokens
+        self.reference_reused += other.reference_reused
         for phase in PHASES:
             self.seconds[phase] += other.seconds[phase]
 
@@ -119,6 +127,7 @@ class GroupStats:
                 "skipped_groups": self.all_right + self.all_wrong + self.all_alike,
                 "kl": self.kl_sum / self.kl_tokens if self.kl_tokens else 0.0,
                 "answer_tokens": float(np.mean(self.answer_tokens)) if self.answer_tokens else 0.0,
+                "reference_prefix_reused": self.reference_reused,
                 **{f"{phase}_s": round(self.seconds[phase], 3) for phase in PHASES}}
 
 
@@ -134,6 +143,7 @@ class GRPO:
         self.extract = extract_sql
         self.loss_and_grad = nn.value_and_grad(model, grpo_loss)
         self.weights_of_step: int | None = None  # the step whose weights the sampler's prefix keys were made with
+        self.reference_kv: OrderedDict[tuple[int, ...], list[tuple[mx.array, mx.array]]] = OrderedDict()
 
     def sample(self, record: dict[str, Any], seeds: list[int], step: int) -> list[tuple[list[int], int | None]]:
         if step != self.weights_of_step:  # the adapter moved since: the prefix keys are stale
@@ -160,18 +170,42 @@ class GRPO:
             batch.prefix_kv = self.sampler.prefix_kv(prefix)
         return batch
 
-    def gradients(self, batch: Batch, advantages: mx.array) -> tuple[Any, mx.array, mx.array, mx.array]:
-        """(grads, loss, answers, summed KL) of one group's batch: the reference pass with the adapter off (skipped
-        with no KL term), then the clipped surrogate's forward and backward."""
-        reference = None
+    def reference_prefix(self, prefix: mx.array) -> tuple[list[tuple[mx.array, mx.array]], bool]:
+        """(each layer's keys/values of `prefix` under the reference model, whether they were kept from before).
+        Call with the adapter off."""
+        key = tuple(np.asarray(prefix).reshape(-1).tolist())
+        kept = self.reference_kv.get(key)
+        if kept is not None:
+            self.reference_kv.move_to_end(key)
+            return kept, True
+        collect = [CollectCache() for _ in self.model.layers]
+        self.model.model(prefix, cache=collect)
+        kv = [(c.keys, c.values) for c in collect]
+        mx.eval(kv)
+        self.reference_kv[key] = kv
+        while len(self.reference_kv) > REFERENCE_PREFIXES:
+            self.reference_kv.popitem(last=False)
+        return kv, False
+
+    def reference_log_probs(self, batch: Batch) -> tuple[mx.array, bool]:
+        """Each answer token's log-probability under the base model (the adapter off), its prefix reused where
+        kept; and whether it was."""
+        with adapters_off(self.model):  # the sampler's keys/values are the adapter's: the reference has its own
+            kv, reused = self.reference_prefix(batch.prefix)
+            reference = mx.stop_gradient(completion_log_probs(self.model, replace(batch, prefix_kv=kv))[0])
+            mx.eval(reference)
+        return reference, reused
+
+    def gradients(self, batch: Batch, advantages: mx.array) -> tuple[Any, mx.array, mx.array, mx.array, bool]:
+        """(grads, loss, answers, summed KL, reference prefix reused) of one group's batch: the reference pass
+        with the adapter off (skipped with no KL term), then the clipped surrogate's forward and backward."""
+        reference, reused = None, False
         if self.cfg.grpo_kl > 0:
-            with adapters_off(self.model):  # its own prefix: the sampler's keys/values are the adapter's
-                reference = mx.stop_gradient(completion_log_probs(self.model, replace(batch, prefix_kv=None))[0])
-                mx.eval(reference)
+            reference, reused = self.reference_log_probs(batch)
         (loss, n, kl), grads = self.loss_and_grad(self.model, batch, advantages, reference, self.cfg.grpo_clip,
                                                   self.cfg.grpo_kl)
         mx.eval(loss, n, kl, grads)
-        return grads, loss, n, kl
+        return grads, loss, n, kl, reused
 
     def question(self, record: dict[str, Any], step: int, micro: int, index: int
                  ) -> tuple[Any, float, float, GroupStats, Batch | None]:
@@ -199,8 +233,9 @@ class GRPO:
         batch = self.group_batch(record, answers)
         if batch is None:
             return None, 0.0, 0.0, stats, None
-        grads, loss, n, kl = self.gradients(batch, mx.array(advantages))
+        grads, loss, n, kl, reused = self.gradients(batch, mx.array(advantages))
         stats.kl_sum, stats.kl_tokens = float(kl.item()), int(batch.mask[:, 1:].sum().item())
+        stats.reference_reused = int(reused)
         stats.seconds["loss"] = time.perf_counter() - rewarded
         return grads, float(loss.item()), float(n.item()), stats, batch
 

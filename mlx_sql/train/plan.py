@@ -200,10 +200,11 @@ def trainable_parameters(shape: Shape, t: Any) -> int:
 
 
 def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion: int | None = None,
-             rows: int | None = None, logit_tokens: int | None = None) -> Plan:
+             rows: int | None = None, logit_tokens: int | None = None, kept_prefixes: int = 0) -> Plan:
     """Peak memory of one step of `rows` examples (default: the batch size). Backward runs only through the
     layers that carry adapters, so only their activations are kept; logits exist only at the completion
-    positions (the loss): `logit_tokens` of them, or `completion` per row."""
+    positions (the loss): `logit_tokens` of them, or `completion` per row. `kept_prefixes`: prefixes whose
+    keys/values (every layer's) are held across the step (GRPO's sampler and reference)."""
     t, m = recipe.train, recipe.model
     dtype_bytes = BYTES[default_dtype(m) if m.dtype == "auto" else m.dtype]
     weights = shape.embedding_params() * dtype_bytes
@@ -247,6 +248,7 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
         activations += TRANSIENT_ATTENTION * batch * shape.heads * source * source * act
         return Plan(weights, trainable, optimizer, activations, logits, batch * (source + target))
     rows = [(1, prefix, prefix), (batch, segment, prefix + segment)] if prefix else [(batch, segment, segment)]
+    kept = kept_prefixes * 2 * shape.layers * prefix * shape.kv_heads * shape.head_dim * act
     per_layer_act = layer_activations(rows)
     if prefix:  # each segment row gets its own copy of the prefix keys and values, joined to its own
         per_layer_act += 2 * batch * (prefix + segment) * shape.kv_heads * shape.head_dim * act
@@ -259,6 +261,7 @@ def estimate(shape: Shape, recipe: Recipe, prefix: int, segment: int, completion
         activations = layers * sum(b * n * shape.hidden * act for b, n, _ in rows) + 2 * per_layer_act + transient
     else:
         activations = layers * per_layer_act + transient
+    activations += kept
     return Plan(weights, trainable, optimizer, activations, logits, sum(b * n for b, n, _ in rows))
 
 
@@ -334,12 +337,15 @@ def peak_context(recipe: Recipe) -> PeakContext:
 def grpo_peak(recipe: Recipe, prefix: int, segment: int, completion: int) -> dict[str, int]:
     """A GRPO step's largest batch: one question's group, every answer at grpo_max_tokens (and its end of turn),
     the longest question's prompt shared once. Its sampling holds less (no activations kept, freed before
-    the loss); the reference pass with the adapter off keeps none either."""
+    the loss); the reference pass with the adapter off keeps none either, only the keys/values of the prefixes
+    it reuses (and the sampler its own), at most the longest prompt's length each."""
+    from mlx_sql.train.grpo import REFERENCE_PREFIXES
+
     t = recipe.train
     answer = t.grpo_max_tokens + 1
     question = max(1, segment - completion)
     return dict(prefix=prefix, segment=min(question + answer, t.max_seq_length), rows=t.grpo_group,
-                logit_tokens=t.grpo_group * answer)
+                logit_tokens=t.grpo_group * answer, kept_prefixes=1 + (REFERENCE_PREFIXES if t.grpo_kl > 0 else 0))
 
 
 def with_changes(recipe: Recipe, **sections: dict[str, Any]) -> Recipe:
