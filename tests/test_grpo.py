@@ -234,6 +234,19 @@ def test_the_plan_predicts_a_grpo_steps_peak(tiny_recipe, monkeypatch):
     assert 0.75 <= plan.total / measured <= 1.25, (plan, measured)
 
 
+def test_a_grpo_run_that_wont_fit_is_advised_on_its_group_not_its_batch(tiny_recipe, monkeypatch):
+    """A GRPO step holds one question's group at a time: a smaller batch saves nothing, a smaller group does."""
+    from mlx_sql.train.plan import make_plan
+
+    recipe = tiny_recipe("llama", "train.objective=grpo", "train.batch_size=4", "train.grpo_group=32",
+                         "train.grpo_max_tokens=256", "data.valid_fraction=0", examples=8, name="plan-advice")
+    plan, _, _ = make_plan(recipe)
+    monkeypatch.setenv("MLX_SQL_MEMORY_GB", f"{plan.total / 1e9 / 0.7:.6f}")  # tight: 70% of this "machine"
+    _, verdicts, advice = make_plan(recipe)
+    assert verdicts[0].status != "fits"
+    assert "--set train.grpo_group=16" in advice and not any("batch_size" in a for a in advice), advice
+
+
 def test_the_execution_reward_reads_the_benchmarks_databases(tiny_recipe):
     """No reward patched: the trainer's own reward runs each answer on the question's database in the sandbox.
     A random model writes no SQL, so every group is all wrong, counted, and skipped."""

@@ -325,13 +325,19 @@ def peak_context(recipe: Recipe) -> PeakContext:
 
         encoder = Encoder(load_folder_tokenizer(folder))
     prefix, segment, completion = sequence_lengths(recipe, encoder)
-    peak: dict = dict(prefix=prefix, segment=segment, completion=completion)
-    if recipe.train.objective == "grpo":
-        peak = grpo_peak(recipe, prefix, segment, completion)
-    elif encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
+    peak = step_shape(recipe, prefix, segment, completion)
+    if recipe.train.objective != "grpo" and encoder is not None and (recipe.data_dir / "train.jsonl").is_file():
         shapes = [dict(prefix=p, segment=s, rows=n, logit_tokens=c) for n, p, s, c in batch_shapes(recipe, encoder)]
         peak = max(shapes, key=lambda k: estimate(shape, recipe, **k).total, default=peak)
     return PeakContext(shape, peak, (prefix, segment, completion))
+
+
+def step_shape(recipe: Recipe, prefix: int, segment: int, completion: int) -> dict[str, int]:
+    """estimate() keywords of a step on examples of these lengths, for the recipe's objective: a GRPO step's rows
+    are a question's group whatever the batch size (its questions run one after another)."""
+    if recipe.train.objective == "grpo":
+        return grpo_peak(recipe, prefix, segment, completion)
+    return dict(prefix=prefix, segment=segment, completion=completion)
 
 
 def grpo_peak(recipe: Recipe, prefix: int, segment: int, completion: int) -> dict[str, int]:
@@ -371,16 +377,21 @@ def make_plan(recipe: Recipe) -> tuple[Plan, list[Verdict], list[str]]:
     advice = []
     if plan.total > TIGHT_SHARE * memory:
         t = recipe.train
-        options = [("train.batch_size=1", dict(train=dict(batch_size=1))),
-                   ("train.grad_checkpoint=true", dict(train=dict(grad_checkpoint=True))),
-                   (f"train.max_seq_length={t.max_seq_length // 2}", dict(train=dict(max_seq_length=t.max_seq_length // 2))),
-                   ("model.quantize=4", dict(model=dict(quantize=4))),
-                   ("train.rank=4", dict(train=dict(rank=4)))]
+        if t.objective == "grpo":  # a step holds one question's group at a time: its size and length decide
+            first = [(f"train.grpo_group={max(2, t.grpo_group // 2)}", dict(grpo_group=max(2, t.grpo_group // 2))),
+                     (f"train.grpo_max_tokens={max(1, t.grpo_max_tokens // 2)}",
+                      dict(grpo_max_tokens=max(1, t.grpo_max_tokens // 2)))]
+        else:
+            first = [("train.batch_size=1", dict(batch_size=1)), ("train.grad_checkpoint=true", dict(grad_checkpoint=True))]
+        options = [(text, dict(train=change)) for text, change in first] + [
+            (f"train.max_seq_length={t.max_seq_length // 2}", dict(train=dict(max_seq_length=t.max_seq_length // 2))),
+            ("model.quantize=4", dict(model=dict(quantize=4))),
+            ("train.rank=4", dict(train=dict(rank=4)))]
         for text, change in options:
             changed = with_changes(recipe, **change)
             p, s = (prefix, segment) if "max_seq_length" not in text else (min(prefix, t.max_seq_length // 4),
                                                                              min(segment, t.max_seq_length // 2))
-            if estimate(shape, changed, p, s, min(completion, s)).total <= TIGHT_SHARE * memory:
+            if estimate(shape, changed, **step_shape(changed, p, s, min(completion, s))).total <= TIGHT_SHARE * memory:
                 advice.append(f"--set {text}")
     mac_plan = estimate(shape, mac_recipe(recipe), **peak) if recipe.model.dtype == "auto" else None
     return plan, verdicts(plan, memory, mac_plan), advice
@@ -423,8 +434,8 @@ def cluster_plan(recipe: Recipe, machines: int, memory: float, mac: bool = True)
     def rank_peak(rows: int) -> float:
         if rows == t.batch_size:
             return estimate(ctx.shape, target, **ctx.peak).total
-        return estimate(ctx.shape, with_changes(target, train=dict(batch_size=rows)), prefix, segment,
-                        completion).total
+        changed = with_changes(target, train=dict(batch_size=rows))
+        return estimate(ctx.shape, changed, **step_shape(changed, prefix, segment, completion)).total
 
     wanted = t.batch_size * t.grad_accumulation  # the recipe's global batch: keep it where the ranks allow
     largest = next((rows for rows in range(t.batch_size, 0, -1) if rank_peak(rows) <= USABLE_SHARE * memory), 1)

@@ -399,12 +399,13 @@ class Trainer:
         if self.world > 1:
             n = max(1, len(stats.rewards))
             summed = self._all_sum_floats(row["reward_mean"] * n, n, stats.groups, stats.all_right, stats.all_wrong,
-                                          row["skipped_groups"], stats.kl_sum, stats.kl_tokens)
+                                          row["skipped_groups"], stats.kl_sum, stats.kl_tokens, stats.reference_reused)
             total_n, groups = summed[1], max(1.0, summed[2])
             row = {"reward_mean": summed[0] / max(1.0, total_n), "groups": int(summed[2]),
                    "all_right_share": summed[3] / groups, "all_wrong_share": summed[4] / groups,
                    "skipped_groups": int(summed[5]), "kl": summed[6] / summed[7] if summed[7] else 0.0,
-                   "answer_tokens": row["answer_tokens"], **{k: v for k, v in row.items() if k.endswith("_s")}}
+                   "answer_tokens": row["answer_tokens"], "reference_prefix_reused": int(summed[8]),
+                   **{k: v for k, v in row.items() if k.endswith("_s")}}
         return row
 
     def _peak_memory_gb(self) -> float:
