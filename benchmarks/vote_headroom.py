@@ -53,6 +53,35 @@ def retried(cands: list[dict], retries: int = 4) -> bool:
     return bool(cands[0].get("correct"))
 
 
+def early_stop_rows(name: str, folder: str, answers: list[list[dict]], base: list[bool], ks: list[int],
+                    stopped: int) -> list[str]:
+    """A run drawn with `eval.vote_early_stop`: where the first sample agreed with the greedy answer no more were
+    drawn, so the full vote cannot be replayed there and pass@k (k > 2) counts only what was drawn."""
+    from mlx_sql.eval.report import sign_test
+    from mlx_sql.eval.vote import agree_early
+    from mlx_sql.eval.vote import vote_is_right as voted
+
+    n = len(answers)
+    lines = [f"**{name}** — {n} questions (`{folder}`), drawn with early stop: {stopped} questions settled by their "
+             f"first two candidates, the others {max(len(a) for a in answers)}; the shipped decoding before voting "
+             f"(greedy + up to 4 retries, replayed from the same draws): {100 * sum(base) / n:.1f}% EX. Where two "
+             "candidates settled a question the rest were never drawn: pass@k beyond k = 2 counts only what was "
+             "drawn (a lower bound), and only the vote with early stop can be replayed.", "",
+             "| k | pass@k (k > 2: at least) | vote@k, early stop | vs greedy+retries: won / lost, p "
+             "| candidates drawn |", "|---:|---:|---:|---|---:|"]
+    for k in ks:
+        passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
+        early = [voted(a, k, True, early_stop=True) for a in answers]
+        won = sum(v and not b for v, b in zip(early, base))
+        lost = sum(b and not v for v, b in zip(early, base))
+        drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / n
+        lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(early) / n:.1f} | {won} / {lost}, "
+                     f"p = {sign_test(won, lost):.3g} | {drawn:.1f} |")
+        print(f"{name} k={k}: pass >= {100 * passed / n:.1f} vote (early stop) {100 * sum(early) / n:.1f} "
+              f"vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER of a report with candidates")
@@ -72,6 +101,10 @@ def main() -> None:
         n, samples = len(answers), max(len(a) for a in answers)
         ks = [k for k in KS if k <= samples]
         base = [retried(a) for a in answers]
+        stopped = sum(len(a) < samples for a in answers)
+        if stopped:  # drawn with early stop: only what that decoding saw can be replayed
+            lines += early_stop_rows(name, folder, answers, base, ks, stopped)
+            continue
         lines += [f"**{name}** — {n} questions, {samples} candidates each (`{folder}`); the shipped decoding "
                   f"before voting (greedy + up to 4 retries, replayed from the same draws): "
                   f"{100 * sum(base) / n:.1f}% EX.", "",
