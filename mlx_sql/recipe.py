@@ -139,6 +139,11 @@ class TrainConfig:
     grpo_clip: float = _opt(0.2, min=0.0, max=1.0, doc="PPO-style clip of the probability ratio")
     grpo_reward_runs: float = _opt(0.1, min=0.0, max=1.0, doc="reward of an answer that runs but returns another "
                                    "result (1 for the example's result, 0 for one SQLite rejects)")
+    grpo_reward_partial: float = _opt(0.0, min=0.0, max=0.9, doc="partial credit for a wrong result that runs: "
+                                      "this share of what lies between grpo_reward_runs and 1, times how much of "
+                                      "the example's result it holds (cell precision, cell recall, row count); "
+                                      "0: every wrong result earns grpo_reward_runs. Denser rewards helped small "
+                                      "models in Think2SQL; not yet measured here")
     grpo_prompt_grad: bool = _opt(True, doc="false: the loss reuses the prompt's keys/values the sampler computed "
                                   "this step, with no gradient through them, and runs only the answers (an "
                                   "approximation meant to cut a step's time on long schemas; not yet measured)")

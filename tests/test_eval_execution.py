@@ -141,3 +141,13 @@ def test_workers_end_when_the_main_process_is_killed_outright(db):
     while any(_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_running(p) for p in workers)
+
+
+def test_result_overlap_is_a_share_of_the_gold_result():
+    from mlx_sql.eval.compare import result_overlap
+
+    gold = [("pen", 1.5), ("book", 12.0)]
+    assert result_overlap(gold, [("book", 12), ("pen", 1.5)]) == 1.0  # 12 equals 12.0, order aside
+    assert result_overlap(gold, [("pen", 1.5)]) == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert result_overlap(gold, [("cup", 4.0)]) == pytest.approx((0 + 0 + 0.5) / 3)  # only the row count
+    assert result_overlap(gold, []) == 0.0 and result_overlap([], [("x",)]) == 0.0 and result_overlap([], []) == 1.0

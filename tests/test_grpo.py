@@ -270,3 +270,38 @@ def test_execution_reward_scores_right_running_and_failing_answers(minispider):
         assert reward(record, question.query) == 1.0
         assert reward(record, "SELECT 123456789") == 0.1  # runs, another result
         assert reward(record, "SELECT nope FROM nowhere") == 0.0
+
+
+def test_partial_credit_grows_with_how_much_of_the_result_a_wrong_answer_holds(tmp_path):
+    """grpo_reward_partial: among answers that run but return another result, the closer earns more; right is
+    still 1, a failure 0, and with no partial weight every wrong result earns the same."""
+    import sqlite3
+
+    from mlx_sql.sandbox import Executor
+    from mlx_sql.train.grpo import execution_reward
+
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("CREATE TABLE item (id INTEGER, name TEXT, price REAL);"
+                           "INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'book', 12.0), (3, 'lamp', 30.0), (4, 'cup', 4.0);")
+    conn.close()
+
+    class Bench:
+        def db_path(self, db_id, split):
+            return path
+
+    record = {"db_id": "shop", "output": "SELECT name FROM item WHERE price > 3"}  # book, lamp, cup
+    with Executor(workers=1, timeout=5) as executor:
+        dense, flat = (execution_reward(Bench(), "train", executor, 0.1, w) for w in (0.5, 0.0))
+        answers = {"right": "SELECT name FROM item WHERE 3 < price",
+                   "one of three": "SELECT name FROM item WHERE price > 20",
+                   "two of three": "SELECT name FROM item WHERE price > 10",
+                   "all four": "SELECT name FROM item",
+                   "unrelated": "SELECT id FROM item WHERE id > 9",
+                   "fails": "SELECT nope FROM item"}
+        scores = {name: dense(record, sql) for name, sql in answers.items()}
+        assert scores["right"] == 1.0 and scores["fails"] == 0.0
+        assert scores["unrelated"] == pytest.approx(0.1)  # nothing in common: runs credit only
+        assert 0.1 < scores["one of three"] < scores["two of three"] < 0.55  # at most runs + half the rest
+        assert 0.1 < scores["all four"] < 0.55
+        assert {flat(record, sql) for name, sql in answers.items() if name not in ("right", "fails")} == {0.1}

@@ -61,3 +61,17 @@ def results_match(gold: Sequence[Row], pred: Sequence[Row], order_matters: bool)
         if _same(gold_rows, permuted, order_matters):
             return True
     return False
+
+
+def result_overlap(gold: Sequence[Row], pred: Sequence[Row]) -> float:
+    """How much of the gold result a wrong one holds, in [0, 1]: the mean of cell precision and cell recall
+    (each result's values as a multiset, compared as `results_match` compares them) and the row counts' ratio.
+    A dense signal for training (partial credit), never a score: only `results_match` decides right."""
+    gold_cells = Counter(v for row in _rows(gold) for v in row)
+    pred_cells = Counter(v for row in _rows(pred) for v in row)
+    if not gold_cells or not pred_cells:
+        return 1.0 if not gold_cells and not pred_cells else 0.0
+    shared = sum((gold_cells & pred_cells).values())
+    precision, recall = shared / sum(pred_cells.values()), shared / sum(gold_cells.values())
+    rows = min(len(gold), len(pred)) / max(len(gold), len(pred))
+    return (precision + recall + rows) / 3

@@ -3,7 +3,8 @@
 For each question, `grpo_group` answers are sampled from the current policy (adapter on, dropout off) as rows
 of one batch over a single computation of the prompt (`MLXBackend.generate_many`). Each runs in the sandbox:
 reward 1 where it returns the example's own result (the evaluator's equality), `grpo_reward_runs` where it runs
-and returns something else, 0 where SQLite rejects it. Advantages are the rewards normalised within the group;
+and returns something else (plus, with `grpo_reward_partial`, partial credit for how much of the example's result
+it holds), 0 where SQLite rejects it. Advantages are the rewards normalised within the group;
 a group whose answers all earn the same reward carries no signal and is skipped (counted as all right / all
 wrong / all alike). The loss is the clipped policy-gradient surrogate on the answer tokens, averaged over each
 answer's tokens, with a KL penalty (the k3 estimator) to the reference model — the same weights with the adapter
@@ -240,10 +241,12 @@ class GRPO:
         return grads, float(loss.item()), float(n.item()), stats, batch
 
 
-def execution_reward(bench: Any, split: str, executor: Any, runs_credit: float) -> Reward:
-    """1 where the answer returns the example's result, `runs_credit` where it runs, 0 where it fails; the
-    example's own result is computed once per question and kept."""
-    from mlx_sql.eval.compare import results_match
+def execution_reward(bench: Any, split: str, executor: Any, runs_credit: float, partial: float = 0.0) -> Reward:
+    """1 where the answer returns the example's result, 0 where it fails, and where it runs and returns another
+    result `runs_credit` plus `partial` of the rest by how much of the example's result it holds
+    (`result_overlap`: cell precision, cell recall, row count) — the same for every wrong answer with
+    `partial` 0. The example's own result is computed once per question and kept."""
+    from mlx_sql.eval.compare import result_overlap, results_match
 
     gold: dict[tuple[str, str], Any] = {}
 
@@ -258,6 +261,8 @@ def execution_reward(bench: Any, split: str, executor: Any, runs_credit: float) 
             return 0.0
         if expected.ok and results_match(expected.rows, got.rows, "order by" in record["output"].lower()):
             return 1.0
+        if partial and expected.ok:
+            return runs_credit + partial * (1.0 - runs_credit) * result_overlap(expected.rows, got.rows)
         return runs_credit
 
     return reward

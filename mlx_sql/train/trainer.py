@@ -168,7 +168,8 @@ class Trainer:
                               "\"dora\", or train.grpo_kl = 0", where)
         bench, _ = recipe_benchmark(self.recipe)
         self.executor = Executor(workers=1, timeout=self.recipe.eval.timeout)
-        reward = execution_reward(bench, self.recipe.data.train_split, self.executor, self.cfg.grpo_reward_runs)
+        reward = execution_reward(bench, self.recipe.data.train_split, self.executor, self.cfg.grpo_reward_runs,
+                                  self.cfg.grpo_reward_partial)
         return GRPO(model, tokenizer, self.encoder, self.cfg, reward)
 
     def _batches(self, position: Position) -> Iterator[tuple[int, Records]]:
