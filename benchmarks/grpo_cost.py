@@ -48,6 +48,8 @@ def our_run(recipe, steps: int) -> dict:
             "answer_tokens": [o.get("answer_tokens", 0.0) for o in objective],
             "uniform_groups": int(sum(o.get("skipped_groups", 0) for o in objective)),
             "reward_mean": [o.get("reward_mean", 0.0) for o in objective],
+            "reference_reused": int(sum(o.get("reference_prefix_reused", 0) for o in objective)),
+            "losses": int(sum(o.get("groups", 0) - o.get("skipped_groups", 0) for o in objective)),
             "phases": {p: sum(o.get(f"{p}_s", 0.0) for o in objective[1:]) for p in ("sampling", "reward", "loss")}}
 
 
@@ -76,7 +78,8 @@ def job_for_worker(recipe, steps: int) -> dict:
             "num_layers": adapter["num_layers"], "lora_parameters": adapter["lora_parameters"],
             "group": cfg.grpo_group, "temperature": cfg.grpo_temperature, "max_tokens": cfg.grpo_max_tokens,
             "kl": cfg.grpo_kl, "clip": cfg.grpo_clip, "runs_credit": cfg.grpo_reward_runs, "lr": cfg.lr,
-            "max_seq_length": cfg.max_seq_length, "questions": questions}
+            "max_seq_length": cfg.max_seq_length, "questions": questions,
+            "databases": len({r["db_id"] for r in records})}
 
 
 def questions_per_s(run: dict) -> float:
@@ -159,6 +162,11 @@ def main() -> None:
               f"questions/s at {memory:.2f}x the memory). Each side samples its own answers, so answer lengths and "
               f"the groups whose answers all earned the same reward (ours skips their loss, mlx-lm-lora computes "
               f"it) differ between the sides; both are in the table."]
+    lines.append("Our reference pass (the model with its adapter off) keeps the keys/values of the last schema "
+                 "prefixes it ran, the base weights being fixed: " + "; ".join(
+                     f"{name}: reused in {run['reference_reused']} of {run['losses']} groups with a loss"
+                     for name, run in [("mlx-sql", ours), *more.items()] if run["losses"]) +
+                 f" (the {args.questions} questions come from {job['databases']} databases).")
     timed = ours["step_ends"][-1] - ours["step_ends"][0]
     lines.append("Where our steps' time went (after the first): " + ", ".join(
         f"{phase} {seconds / timed:.0%}" for phase, seconds in ours["phases"].items()) + ".")
