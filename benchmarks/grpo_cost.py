@@ -49,6 +49,7 @@ def our_run(recipe, steps: int) -> dict:
             "uniform_groups": int(sum(o.get("skipped_groups", 0) for o in objective)),
             "reward_mean": [o.get("reward_mean", 0.0) for o in objective],
             "reference_reused": int(sum(o.get("reference_prefix_reused", 0) for o in objective)),
+            "kl": recipe.train.grpo_kl,
             "losses": int(sum(o.get("groups", 0) - o.get("skipped_groups", 0) for o in objective)),
             "phases": {p: sum(o.get(f"{p}_s", 0.0) for o in objective[1:]) for p in ("sampling", "reward", "loss")}}
 
@@ -165,7 +166,7 @@ def main() -> None:
     lines.append("Our reference pass (the model with its adapter off) keeps the keys/values of the last schema "
                  "prefixes it ran, the base weights being fixed: " + "; ".join(
                      f"{name}: reused in {run['reference_reused']} of {run['losses']} groups with a loss"
-                     for name, run in [("mlx-sql", ours), *more.items()] if run["losses"]) +
+                     for name, run in [("mlx-sql", ours), *more.items()] if run["losses"] and run["kl"] > 0) +
                  f" (the {args.questions} questions come from {job['databases']} databases).")
     timed = ours["step_ends"][-1] - ours["step_ends"][0]
     lines.append("Where our steps' time went (after the first): " + ", ".join(
