@@ -53,6 +53,36 @@ def retried(cands: list[dict], retries: int = 4) -> bool:
     return bool(cands[0].get("correct"))
 
 
+def agreement_rows(answers: list[list[dict]], early_stop: bool) -> list[str]:
+    """How often the vote's answer is right, by how many candidates returned its rows: what `ask`'s "11 of 16
+    candidates returned these rows" tells a user. Quarters of K; with early stop, questions the first two
+    settled are a row of their own."""
+    from mlx_sql.eval.vote import agree_early, winner
+
+    samples = max(len(a) for a in answers)
+    edges = [round(samples * q / 4) for q in range(5)]
+    labels = [f"none of {samples} ran (retries follow)",
+              *(f"{edges[q] + 1}–{edges[q + 1]} of {samples}" for q in range(4))]
+    if early_stop:
+        labels.append("settled by the first two")
+    counts = {label: [0, 0] for label in labels}
+    for cands in answers:
+        if early_stop and agree_early(cands):
+            label, right = labels[-1], bool(cands[0].get("correct"))
+        else:
+            best = winner([c["group"] for c in cands], [c["rows"] == 0 for c in cands], True)
+            agreeing = 0 if best is None else sum(c["group"] == cands[best]["group"] for c in cands)
+            right = bool(cands[0 if best is None else best].get("correct"))
+            label = labels[0] if agreeing == 0 else labels[1 + next(q for q in range(4) if agreeing <= edges[q + 1])]
+        counts[label][0] += right
+        counts[label][1] += 1
+    decoding = "with early stop, as the recipes ship it" if early_stop else f"all {samples} drawn"
+    lines = ["", f"How often the vote's answer is right by how many candidates returned its rows ({decoding}; what "
+             "`ask` shows under an answer):", "", "| candidates agreeing | questions | right |", "|---|---:|---:|"]
+    lines += [f"| {label} | {n} | {100 * right / n:.1f}% |" for label, (right, n) in counts.items() if n]
+    return lines
+
+
 def early_stop_rows(name: str, folder: str, answers: list[list[dict]], base: list[bool], ks: list[int],
                     stopped: int) -> list[str]:
     """A run drawn with `eval.vote_early_stop`: where the first sample agreed with the greedy answer no more were
@@ -79,7 +109,7 @@ def early_stop_rows(name: str, folder: str, answers: list[list[dict]], base: lis
                      f"p = {sign_test(won, lost):.3g} | {drawn:.1f} |")
         print(f"{name} k={k}: pass >= {100 * passed / n:.1f} vote (early stop) {100 * sum(early) / n:.1f} "
               f"vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
-    return [*lines, ""]
+    return [*lines, *agreement_rows(answers, early_stop=True), ""]
 
 
 def main() -> None:
@@ -126,7 +156,7 @@ def main() -> None:
                          f"p = {sign_test(e_won, e_lost):.3g}) | {drawn:.1f} |")
             print(f"{name} k={k}: pass {100 * passed / n:.1f} vote {100 * sum(vote) / n:.1f} "
                   f"(plain {100 * plain / n:.1f}) vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
-        lines.append("")
+        lines += [*agreement_rows(answers, early_stop=False), *agreement_rows(answers, early_stop=True), ""]
     body = ("pass@k: some candidate among the greedy answer and the first k-1 samples returns the gold result; "
             "vote@k: result voting over those k picks one that does (`eval.samples = k`; empty results vote only "
             "where nothing returned rows, the shipped rule, and in the next column without that rule). Early stop "

@@ -182,7 +182,28 @@ def test_evaluation_and_ask_vote_against_a_loopback_server(tmp_path):
         == (4, 1, 1, 0)
     assert "Result voting (`eval.samples = 4`)" in (tmp_path / "vote" / "summary.md").read_text()
     assert answer.ok and answer.sql == "SELECT count(*) FROM customers" and answer.rows == [[3]]
-    assert [c["group"] for c in answer.candidates] == [0, 1, 1, None]
+    assert [c["group"] for c in answer.candidates] == [0, 1, 1, None] and answer.agreement == (2, 4)
+
+
+def test_ask_prints_how_many_candidates_agreed(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
+    shop = _shop(tmp_path)
+    server = loopback_server(_votes)
+    sets = ["--set", f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4"]
+    try:
+        done = [subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
+                                "--model", "m", "--db", str(shop), *sets, *extra,
+                                "How many customers are there?"], capture_output=True, text=True, timeout=120)
+                for extra in ([], ["--json"])]
+    finally:
+        server.shutdown()
+    assert done[0].returncode == 0, done[0].stderr
+    assert "2 of 4 candidates returned these rows" in done[0].stdout
+    assert json.loads(done[1].stdout)["agreement"] == [2, 4]
 
 
 def test_each_question_and_seed_has_its_own_stream():

@@ -189,20 +189,30 @@ def test_listening_beyond_this_machine_warns(shop, tmp_path, model_server):
     assert proc.stderr.strip().splitlines()[-1].endswith("missing.sqlite: database not found")
 
 
-def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
+def _chromium():
+    """(Playwright's sync API, a Chromium binary), or skip the test."""
     # Debian's /usr/bin/chromium is a shell wrapper that Playwright's pipe does not survive: the binary itself
     chromium = next((c for c in ("/usr/lib/chromium/chromium",) if Path(c).is_file()), None) or \
         shutil.which("chromium") or shutil.which("chromium-browser")
     playwright = pytest.importorskip("playwright.sync_api")
     if chromium is None:
         pytest.skip("no Chromium (make setup installs Debian's where it may)")
+    return playwright, chromium
+
+
+def _launch(p, chromium):
+    return p.chromium.launch(executable_path=chromium, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"])
+
+
+def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
+    playwright, chromium = _chromium()
     server = Server(tmp_path, shop, model_server)
     monkeypatch.delenv("LD_PRELOAD", raising=False)  # OpenBLAS preloaded into Playwright's node driver breaks it
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
+            browser = _launch(p, chromium)
             page = browser.new_page(accept_downloads=True, viewport={"width": 1200, "height": 800})
             page.goto(server.url + "/")
             page.wait_for_selector("#schema summary")
@@ -235,6 +245,41 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
     finally:
         server.stop()
     assert screenshot.stat().st_size > 10_000
+
+
+def _voting_model(body):
+    """Greedy misses by one; samples 1 and 2 agree on the right count; sample 3 fails."""
+    seed = body["options"].get("seed", 0) if body["options"]["temperature"] > 0 else 0
+    sql = {0: "SELECT count(*) + 1 FROM customers", 1: "SELECT count(*) FROM customers",
+           2: "SELECT COUNT(*) FROM customers AS c", 3: "SELECT missing"}[seed]
+    return {"model": body["model"], "message": {"role": "assistant", "content": sql}}
+
+
+def test_a_voted_answer_says_how_many_candidates_agreed(shop, tmp_path, monkeypatch):
+    """With result voting the API and the page show how sure the vote was: 2 of 4 candidates returned the rows."""
+    playwright, chromium = _chromium()
+    model = loopback_server(_voting_model)
+    server = Server(tmp_path, shop, f"http://127.0.0.1:{model.server_port}", "--set", "eval.samples=4")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    try:
+        status, answer = server.json("/api/ask", {"question": "How many customers are there?"})
+        assert status == 200 and answer["sql"] == "SELECT count(*) FROM customers" and answer["rows"] == [[3]]
+        assert answer["agreement"] == [2, 4] and [c["group"] for c in answer["candidates"]] == [0, 1, 1, None]
+        with playwright.sync_playwright() as p:
+            browser = _launch(p, chromium)
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(server.url + "/")
+            page.fill("#question", "How many customers are there?")
+            page.click("#ask")
+            page.wait_for_selector("#rows td")
+            assert page.inner_text("#candidates-summary").startswith(
+                "4 candidates tried; this answer's result was returned by 2 of them")
+            assert len(page.query_selector_all("#candidates li")) == 4
+            assert len(page.query_selector_all("#candidates li.win")) == 2
+            browser.close()
+    finally:
+        server.stop()
+        model.shutdown()
 
 
 def test_mcp_tools_through_the_packages_own_client(shop, tmp_path, model_server):

@@ -47,10 +47,20 @@ class Answer:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def agreement(self) -> tuple[int, int] | None:
+        """(candidates that returned this answer's result, candidates tried) with result voting, else None: how
+        sure the vote was — 15 of 16 is not 4 of 16."""
+        if not self.candidates:
+            return None
+        won = next((c for c in self.candidates if c["sql"] == self.sql and c["group"] is not None), None)
+        agreeing = 0 if won is None else sum(c["group"] == won["group"] for c in self.candidates)
+        return agreeing, len(self.candidates)
+
     def to_json(self) -> dict[str, Any]:
         return {"question": self.question, "sql": self.sql, "columns": self.columns, "rows": self.rows,
                 "row_count": len(self.rows), "error": self.error,
-                **({"candidates": self.candidates} if self.candidates else {})}
+                **({"candidates": self.candidates, "agreement": list(self.agreement or ())} if self.candidates else {})}
 
 
 class Asker:
