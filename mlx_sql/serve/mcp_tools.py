@@ -28,7 +28,8 @@ def build_server(asker: Any) -> Any:
 
     @server.tool()
     def ask(question: str) -> dict[str, Any]:
-        """Ask the database a question in plain words: the local model's SQL, run read-only, and its rows."""
+        """Ask the database a question in plain words: the local model's SQL, run read-only, and its rows; with
+        result voting, `agreement` [n, k]: n of the k candidate answers returned these rows (few: check the SQL)."""
         return _reply(asker.ask(question))
 
     @server.tool()
