@@ -254,7 +254,7 @@ def test_mlx_keeps_a_schema_prefix_on_disk_for_the_next_process(tiny_model, tmp_
     first = MLXBackend(model, tok, 12, state_id="tiny")
     greedy = first.generate(record)
     (saved,) = (tmp_path / "mlx-state").glob("*.safetensors")
-    import mlx_sql.eval.backends.mlx as generate
+    import mlx_sql.train.prefix_cache as prefix_cache
     from mlx_sql.train.prefix_cache import CollectCache
 
     calls = []  # prefix computations: each makes one CollectCache per layer
@@ -264,7 +264,7 @@ def test_mlx_keeps_a_schema_prefix_on_disk_for_the_next_process(tiny_model, tmp_
             calls.append(1)
             super().__init__()
 
-    monkeypatch.setattr(generate, "CollectCache", Counting)
+    monkeypatch.setattr(prefix_cache, "CollectCache", Counting)  # where prefix_keys_values makes them
     second = MLXBackend(model, tok, 12, state_id="tiny")
     assert second.generate(record) == greedy and calls == []  # the prefix came from the file, not the model
     saved.write_bytes(b"damaged")

@@ -35,7 +35,7 @@ import numpy as np
 
 from mlx_sql.models.verify import stable_seed
 from mlx_sql.train.losses import Batch, completion_log_probs
-from mlx_sql.train.prefix_cache import CollectCache
+from mlx_sql.train.prefix_cache import prefix_keys_values
 
 Reward = Callable[[dict[str, Any], str], float]  # (record with the gold `output`, sampled SQL) -> reward
 
@@ -179,10 +179,7 @@ class GRPO:
         if kept is not None:
             self.reference_kv.move_to_end(key)
             return kept, True
-        collect = [CollectCache() for _ in self.model.layers]
-        self.model.model(prefix, cache=collect)
-        kv = [(c.keys, c.values) for c in collect]
-        mx.eval(kv)
+        kv = prefix_keys_values(self.model, prefix)
         self.reference_kv[key] = kv
         while len(self.reference_kv) > REFERENCE_PREFIXES:
             self.reference_kv.popitem(last=False)

@@ -14,6 +14,16 @@ import mlx.core as mx
 from mlx_lm.models.base import create_causal_mask
 
 
+def prefix_keys_values(model, prefix: mx.array) -> list[tuple[mx.array, mx.array]]:
+    """Each layer's keys/values of `prefix` (1, P) under the model's current weights, evaluated: the constant a
+    sampler or a reference pass puts in front of many segments."""
+    collect = [CollectCache() for _ in model.layers]
+    model.model(prefix, cache=collect)
+    kv = [(c.keys, c.values) for c in collect]
+    mx.eval(kv)
+    return kv
+
+
 class _CausalMask:
     """Causal mask over everything cached so far (with the sliding window, for layers that have one)."""
 

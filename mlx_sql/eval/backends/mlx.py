@@ -15,7 +15,7 @@ from mlx_sql.eval.backends.base import eos_ids, next_token, prompt_ids, source_i
 from mlx_sql.models.prompt_state import keep_recent, state_path
 from mlx_sql.models.verify import TOP_K, draw_rng, pick_token
 from mlx_sql.train.encode import Encoder
-from mlx_sql.train.prefix_cache import BranchCache, CollectCache, DecodeCache
+from mlx_sql.train.prefix_cache import BranchCache, DecodeCache, prefix_keys_values
 
 
 def load_prefix_state(path: Path, layers: int) -> list[tuple[mx.array, mx.array]] | None:
@@ -62,10 +62,7 @@ class MLXBackend:
             path = self._state_file(prefix)
             kv = load_prefix_state(path, len(self.model.layers)) if path is not None else None
             if kv is None:
-                collect = [CollectCache() for _ in self.model.layers]
-                self.model.model(mx.array([list(prefix)]), cache=collect)
-                kv = [(c.keys, c.values) for c in collect]
-                mx.eval(kv)
+                kv = prefix_keys_values(self.model, mx.array([list(prefix)]))
                 if path is not None:
                     save_prefix_state(path, kv)
             self._prefix = (prefix, kv)
