@@ -57,7 +57,7 @@ def agreement_rows(answers: list[list[dict]], early_stop: bool) -> list[str]:
     """How often the vote's answer is right, by how many candidates returned its rows: what `ask`'s "11 of 16
     candidates returned these rows" tells a user. Quarters of K; with early stop, questions the first two
     settled are a row of their own."""
-    from mlx_sql.eval.vote import agree_early, winner
+    from mlx_sql.eval.vote import agree_early, recorded_winner
 
     samples = max(len(a) for a in answers)
     edges = [round(samples * q / 4) for q in range(5)]
@@ -70,7 +70,7 @@ def agreement_rows(answers: list[list[dict]], early_stop: bool) -> list[str]:
         if early_stop and agree_early(cands):
             label, right = labels[-1], bool(cands[0].get("correct"))
         else:
-            best = winner([c["group"] for c in cands], [c["rows"] == 0 for c in cands], True)
+            best = recorded_winner(cands, len(cands))
             agreeing = 0 if best is None else sum(c["group"] == cands[best]["group"] for c in cands)
             right = bool(cands[0 if best is None else best].get("correct"))
             label = labels[0] if agreeing == 0 else labels[1 + next(q for q in range(4) if agreeing <= edges[q + 1])]
@@ -83,13 +83,25 @@ def agreement_rows(answers: list[list[dict]], early_stop: bool) -> list[str]:
     return lines
 
 
+def early_stop_stats(answers: list[list[dict]], base: list[bool], k: int) -> tuple[int, int, int, int, float]:
+    """At k: (questions some candidate got right, right with the early-stop vote, won and lost against greedy +
+    retries, candidates drawn on average)."""
+    from mlx_sql.eval.vote import agree_early
+    from mlx_sql.eval.vote import vote_is_right as voted
+
+    passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
+    early = [voted(a, k, True, early_stop=True) for a in answers]
+    won = sum(v and not b for v, b in zip(early, base))
+    lost = sum(b and not v for v, b in zip(early, base))
+    drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / len(answers)
+    return passed, sum(early), won, lost, drawn
+
+
 def early_stop_rows(name: str, folder: str, answers: list[list[dict]], base: list[bool], ks: list[int],
                     stopped: int) -> list[str]:
     """A run drawn with `eval.vote_early_stop`: where the first sample agreed with the greedy answer no more were
     drawn, so the full vote cannot be replayed there and pass@k (k > 2) counts only what was drawn."""
     from mlx_sql.eval.report import sign_test
-    from mlx_sql.eval.vote import agree_early
-    from mlx_sql.eval.vote import vote_is_right as voted
 
     n = len(answers)
     lines = [f"**{name}** — {n} questions (`{folder}`), drawn with early stop: {stopped} questions settled by their "
@@ -100,14 +112,10 @@ def early_stop_rows(name: str, folder: str, answers: list[list[dict]], base: lis
              "| k | pass@k (k > 2: at least) | vote@k, early stop | vs greedy+retries: won / lost, p "
              "| candidates drawn |", "|---:|---:|---:|---|---:|"]
     for k in ks:
-        passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
-        early = [voted(a, k, True, early_stop=True) for a in answers]
-        won = sum(v and not b for v, b in zip(early, base))
-        lost = sum(b and not v for v, b in zip(early, base))
-        drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / n
-        lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(early) / n:.1f} | {won} / {lost}, "
+        passed, early, won, lost, drawn = early_stop_stats(answers, base, k)
+        lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * early / n:.1f} | {won} / {lost}, "
                      f"p = {sign_test(won, lost):.3g} | {drawn:.1f} |")
-        print(f"{name} k={k}: pass >= {100 * passed / n:.1f} vote (early stop) {100 * sum(early) / n:.1f} "
+        print(f"{name} k={k}: pass >= {100 * passed / n:.1f} vote (early stop) {100 * early / n:.1f} "
               f"vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")
     return [*lines, *agreement_rows(answers, early_stop=True), ""]
 
@@ -121,7 +129,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlx_sql.eval.report import sign_test
-    from mlx_sql.eval.vote import agree_early
     from mlx_sql.eval.vote import vote_is_right as voted
 
     lines = []
@@ -142,17 +149,13 @@ def main() -> None:
                   "| vote@k, early stop (won / lost, p) | candidates drawn, early stop |",
                   "|---:|---:|---:|---:|---|---:|---:|"]
         for k in ks:
-            passed = sum(any(c.get("correct") for c in a[:k]) for a in answers)
+            passed, early, e_won, e_lost, drawn = early_stop_stats(answers, base, k)
             vote = [voted(a, k, True) for a in answers]
             plain = sum(voted(a, k, False) for a in answers)
             won = sum(v and not b for v, b in zip(vote, base))
             lost = sum(b and not v for v, b in zip(vote, base))
-            early = [voted(a, k, True, early_stop=True) for a in answers]
-            e_won = sum(v and not b for v, b in zip(early, base))
-            e_lost = sum(b and not v for v, b in zip(early, base))
-            drawn = sum(2 if k > 2 and agree_early(a) else k for a in answers) / n
             lines.append(f"| {k} | {100 * passed / n:.1f} | {100 * sum(vote) / n:.1f} | {100 * plain / n:.1f} | "
-                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} | {100 * sum(early) / n:.1f} ({e_won} / {e_lost}, "
+                         f"{won} / {lost}, p = {sign_test(won, lost):.3g} | {100 * early / n:.1f} ({e_won} / {e_lost}, "
                          f"p = {sign_test(e_won, e_lost):.3g}) | {drawn:.1f} |")
             print(f"{name} k={k}: pass {100 * passed / n:.1f} vote {100 * sum(vote) / n:.1f} "
                   f"(plain {100 * plain / n:.1f}) vs retries {100 * sum(base) / n:.1f}: +{won} -{lost}")

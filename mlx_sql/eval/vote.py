@@ -184,10 +184,17 @@ def headroom(answers: Sequence[Sequence[dict[str, Any]]], ks: Sequence[int], pre
     return out
 
 
+def recorded_winner(candidates: Sequence[dict[str, Any]], k: int, prefer_nonempty: bool = True,
+                    early_stop: bool = False) -> int | None:
+    """The index of the candidate voting over the first k recorded ones picks (with `early_stop`, the first two
+    where they agree); None where none of them ran."""
+    first = list(candidates[:2 if early_stop and k > 2 and agree_early(candidates) else k])
+    return winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
+
+
 def vote_is_right(candidates: Sequence[dict[str, Any]], k: int, prefer_nonempty: bool = True,
                   early_stop: bool = False) -> bool:
     """Whether voting over the first k recorded candidates picks a right one (the greedy answer where none ran;
     with `early_stop`, where the first sample agreed with it)."""
-    first = list(candidates[:2 if early_stop and k > 2 and agree_early(candidates) else k])
-    best = winner([c["group"] for c in first], [c["rows"] == 0 for c in first], prefer_nonempty)
-    return bool(first[0 if best is None else best].get("correct"))
+    best = recorded_winner(candidates, k, prefer_nonempty, early_stop)
+    return bool(candidates[0 if best is None else best].get("correct"))
