@@ -122,3 +122,12 @@ def smollm2_gguf():
     except Exception as exc:  # the demo extra is not installed
         pytest.skip(str(exc))
     return str(gguf), load_tokenizer(ModelConfig(path=resolve_model_path(ModelConfig(gguf=str(gguf)))))
+
+
+def voting_model(body):
+    """Ollama: greedy misses the filter; seeds 1 and 2 agree on the right rows; seed 3 fails."""
+    seed = body["options"].get("seed", 0) if body["options"]["temperature"] > 0 else 0
+    table = "customers" if "customer" in body["messages"][0]["content"].split("### Question ###")[-1] else "doctors"
+    sql = {0: f"SELECT count(*) + 1 FROM {table}", 1: f"SELECT count(*) FROM {table}",
+           2: f"SELECT COUNT(*) FROM {table} AS t", 3: "SELECT missing"}[seed]
+    return {"model": body["model"], "message": {"role": "assistant", "content": sql}}

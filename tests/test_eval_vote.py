@@ -6,7 +6,7 @@ import sqlite3
 
 from mlx_lm import load
 
-from conftest import MINISPIDER, loopback_server
+from conftest import MINISPIDER, loopback_server, voting_model
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
@@ -151,19 +151,10 @@ def test_llamacpp_shared_prompt_batch_is_reproducible_and_greedy_at_zero(smollm2
     assert backend.generate_many(record, [7, 8], 0.0) == [greedy, greedy]  # rows at temperature 0 are the argmax
 
 
-def _votes(body):
-    """Ollama: greedy misses the filter; seeds 1 and 2 agree on the right rows; seed 3 fails."""
-    seed = body["options"].get("seed", 0) if body["options"]["temperature"] > 0 else 0
-    table = "customers" if "customer" in body["messages"][0]["content"].split("### Question ###")[-1] else "doctors"
-    sql = {0: f"SELECT count(*) + 1 FROM {table}", 1: f"SELECT count(*) FROM {table}",
-           2: f"SELECT COUNT(*) FROM {table} AS t", 3: "SELECT missing"}[seed]
-    return {"model": body["model"], "message": {"role": "assistant", "content": sql}}
-
-
 def test_evaluation_and_ask_vote_against_a_loopback_server(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
-    server = loopback_server(_votes)
+    server = loopback_server(voting_model)
     url = f'ollama.base_url="http://127.0.0.1:{server.server_port}"'
     try:
         voting = load_recipe(recipe, [url, "eval.samples=4"])
@@ -192,7 +183,7 @@ def test_ask_prints_how_many_candidates_agreed(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
     shop = _shop(tmp_path)
-    server = loopback_server(_votes)
+    server = loopback_server(voting_model)
     sets = ["--set", f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4"]
     try:
         done = [subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",

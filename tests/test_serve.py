@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, loopback_server
+from conftest import ROOT, loopback_server, voting_model
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -247,18 +247,10 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
     assert screenshot.stat().st_size > 10_000
 
 
-def _voting_model(body):
-    """Greedy misses by one; samples 1 and 2 agree on the right count; sample 3 fails."""
-    seed = body["options"].get("seed", 0) if body["options"]["temperature"] > 0 else 0
-    sql = {0: "SELECT count(*) + 1 FROM customers", 1: "SELECT count(*) FROM customers",
-           2: "SELECT COUNT(*) FROM customers AS c", 3: "SELECT missing"}[seed]
-    return {"model": body["model"], "message": {"role": "assistant", "content": sql}}
-
-
 def test_a_voted_answer_says_how_many_candidates_agreed(shop, tmp_path, monkeypatch):
     """With result voting the API and the page show how sure the vote was: 2 of 4 candidates returned the rows."""
     playwright, chromium = _chromium()
-    model = loopback_server(_voting_model)
+    model = loopback_server(voting_model)
     server = Server(tmp_path, shop, f"http://127.0.0.1:{model.server_port}", "--set", "eval.samples=4")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     try:
