@@ -197,6 +197,28 @@ def test_ask_prints_how_many_candidates_agreed(tmp_path):
     assert json.loads(done[1].stdout)["agreement"] == [2, 4]
 
 
+
+def test_ask_says_no_candidate_returned_a_result_when_all_hit_the_row_cap(tmp_path):
+    """A candidate that runs into the row cap has no vote, and is not "a candidate that did not run": every one of
+    the 4 returns 20,000 rows (the cap is 10,000), so the answer is the cap's error and none returned a result."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
+    many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT x FROM c"
+    server = loopback_server(lambda body: {"model": body["model"], "message": {"role": "assistant", "content": many}})
+    try:
+        done = subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
+                               "--model", "m", "--db", str(_shop(tmp_path)), "--set",
+                               f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4",
+                               "How many customers are there?"], capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert done.returncode == 1
+    assert "none of 4 candidates returned a result" in done.stdout
+    assert "more than 10000 rows" in done.stderr and len(server.requests) == 4  # kept, not retried
+
 def test_each_question_and_seed_has_its_own_stream():
     """A seed alone would give candidate k the same draws on every question (correlated candidates)."""
     from mlx_sql.models.verify import draw_rng

@@ -570,7 +570,7 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
             if result.agreement is not None:
                 agreeing, tried = result.agreement
                 console.print(f"{agreeing} of {tried} candidates returned these rows" if agreeing else
-                              f"none of {tried} candidates ran", style="dim", highlight=False)
+                              f"none of {tried} candidates returned a result", style="dim", highlight=False)
         if not result.ok and not as_json:
             wrote = ""
             if not result.sql.strip():  # say what the model wrote instead, on the same line
