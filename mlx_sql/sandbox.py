@@ -38,9 +38,14 @@ class ExecResult:
         return self.error is None
 
     @property
+    def capped(self) -> bool:
+        """It returned more rows than the cap: `rows` holds the first ones, and it is not a result to compare."""
+        return self.error is not None and self.error.startswith("more than ")
+
+    @property
     def runs(self) -> bool:
         """SQLite accepted and ran the query (it may still have hit our time or row limit)."""
-        return self.error is None or self.error == "timeout" or self.error.startswith("more than ")
+        return self.error is None or self.error == "timeout" or self.capped
 
 
 def _authorizer(action: int, arg1, arg2, db_name, trigger) -> int:
@@ -63,9 +68,9 @@ def execute_here(db_path: str, sql: str, timeout: float, max_rows: int = MAX_ROW
     try:
         cursor = conn.execute(sql)
         rows = cursor.fetchmany(max_rows + 1)
-        if len(rows) > max_rows:
-            return ExecResult(None, f"more than {max_rows} rows")
         columns = tuple(d[0] for d in cursor.description or ())
+        if len(rows) > max_rows:  # the first rows still go back: `ask` shows them, nothing compares them
+            return ExecResult(tuple(tuple(r) for r in rows[:max_rows]), f"more than {max_rows} rows", columns)
         return ExecResult(tuple(tuple(r) for r in rows), None, columns)
     except sqlite3.OperationalError as exc:
         message = "timeout" if "interrupted" in str(exc) else str(exc)

@@ -73,7 +73,9 @@ def test_errors_and_missing_databases_are_results(db, tmp_path):
     assert "no such table" in execute_here(str(db), "SELECT * FROM nope", 5).error
     assert "syntax error" in execute_here(str(db), "SELEC 1", 5).error
     assert execute_here(str(tmp_path / "missing.sqlite"), "SELECT 1", 5).error.startswith("database:")
-    assert execute_here(str(db), "SELECT x FROM big", 5, max_rows=100).error == "more than 100 rows"
+    capped = execute_here(str(db), "SELECT x FROM big", 5, max_rows=100)
+    assert capped.error == "more than 100 rows" and not capped.ok and capped.runs and capped.capped
+    assert len(capped.rows) == 100 and capped.columns == ("x",)  # the first rows, for `ask` to show
 
 
 @pytest.mark.parametrize("gold, pred, ordered, same", [

@@ -198,9 +198,10 @@ def test_ask_prints_how_many_candidates_agreed(tmp_path):
 
 
 
-def test_ask_says_no_candidate_returned_a_result_when_all_hit_the_row_cap(tmp_path):
-    """A candidate that runs into the row cap has no vote, and is not "a candidate that did not run": every one of
-    the 4 returns 20,000 rows (the cap is 10,000), so the answer is the cap's error and none returned a result."""
+def test_ask_shows_the_first_rows_of_a_result_over_the_cap(tmp_path):
+    """A query returning more rows than the cap is cut, not refused: `ask` shows its first 10,000 rows and says it
+    returns more. Such a candidate has no vote (its result is incomplete), so none of the 4 returned a complete
+    result, and it is kept, not retried: it ran."""
     import subprocess
     import sys
 
@@ -208,16 +209,22 @@ def test_ask_says_no_candidate_returned_a_result_when_all_hit_the_row_cap(tmp_pa
     recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
     many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT x FROM c"
     server = loopback_server(lambda body: {"model": body["model"], "message": {"role": "assistant", "content": many}})
+    sets = ["--set", f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4"]
+    shop = _shop(tmp_path)
     try:
-        done = subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
-                               "--model", "m", "--db", str(_shop(tmp_path)), "--set",
-                               f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4",
-                               "How many customers are there?"], capture_output=True, text=True, timeout=120)
+        done = [subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
+                                "--model", "m", "--db", str(shop), *sets, *extra,
+                                "How many customers are there?"], capture_output=True, text=True, timeout=120)
+                for extra in ([], ["--json"])]
     finally:
         server.shutdown()
-    assert done.returncode == 1
-    assert "none of 4 candidates returned a result" in done.stdout
-    assert "more than 10000 rows" in done.stderr and len(server.requests) == 4  # kept, not retried
+    assert [d.returncode for d in done] == [0, 0], done[0].stderr
+    assert "the first 10000 rows: the query returns more" in done[0].stdout
+    assert "none of 4 candidates returned a complete result" in done[0].stdout
+    answer = json.loads(done[1].stdout)
+    assert answer["truncated"] is True and answer["row_count"] == 10_000 and answer["rows"][-1] == [10_000]
+    assert answer["agreement"] == [0, 4] and answer["error"] is None
+    assert len(server.requests) == 8  # 4 candidates an ask, kept, not retried
 
 def test_each_question_and_seed_has_its_own_stream():
     """A seed alone would give candidate k the same draws on every question (correlated candidates)."""

@@ -110,6 +110,12 @@ def test_the_api_answers_runs_edits_and_never_writes(shop, tmp_path, model_serve
         status, kind, data = server.request("/api/csv", {"sql": ANSWERS["customers per city"]})
         assert status == 200 and kind.startswith("text/csv")
         assert list(csv.reader(io.StringIO(data.decode()))) == [["city", "customers"], ["Oslo", "1"], ["Paris", "2"]]
+        many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT x FROM c"
+        status, cut = server.json("/api/sql", {"sql": many})  # over the 10,000-row cap: cut there, not refused
+        assert status == 200 and cut["error"] is None and cut["truncated"] is True
+        assert (cut["row_count"], cut["shown"], cut["rows"][-1]) == (10_000, 1_000, [1_000])
+        status, _, data = server.request("/api/csv", {"sql": many})
+        assert status == 200 and list(csv.reader(io.StringIO(data.decode())))[-1] == ["10000"]
         status, schema = server.json("/api/schema")
         assert [t["name"] for t in schema["tables"]] == ["cities", "customers"]
         assert schema["foreign_keys"] == ["customers.city -> cities.city"]
@@ -233,6 +239,12 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
             with page.expect_download() as download:
                 page.click("#csv")
             assert Path(download.value.path()).read_bytes() == b"name\r\nBo\r\n"
+            page.fill("#sql", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+                              "SELECT x FROM c")
+            page.click("#run")
+            page.wait_for_function("document.querySelector('#status').textContent.startsWith('more than')")
+            assert page.inner_text("#status").startswith(
+                "more than 10000 rows (first 1000 here; CSV has the first 10000)")
             page.fill("#sql", "SELECT nope FROM customers")
             page.click("#run")
             page.wait_for_function("document.querySelector('#error').textContent.length > 0")

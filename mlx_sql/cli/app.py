@@ -566,11 +566,12 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
                     table.add_row(*("NULL" if v is None else str(v) for v in row))
                 console.print(table)
                 more = f" (showing {min(rows, len(result.rows))})" if len(result.rows) > rows else ""
-                console.print(f"{len(result.rows)} rows{more}")
+                console.print(f"the first {len(result.rows)} rows: the query returns more{more}" if result.truncated
+                              else f"{len(result.rows)} rows{more}")
             if result.agreement is not None:
                 agreeing, tried = result.agreement
                 console.print(f"{agreeing} of {tried} candidates returned these rows" if agreeing else
-                              f"none of {tried} candidates returned a result", style="dim", highlight=False)
+                              f"none of {tried} candidates returned a complete result", style="dim", highlight=False)
         if not result.ok and not as_json:
             wrote = ""
             if not result.sql.strip():  # say what the model wrote instead, on the same line

@@ -42,6 +42,7 @@ class Answer:
     rows: list[list[Any]] = field(default_factory=list)
     error: str | None = None  # why there are no rows: unparseable SQL or SQLite's error
     candidates: list[dict[str, Any]] = field(default_factory=list)  # with result voting: each tried, its group
+    truncated: bool = False  # the query returns more than ROW_CAP rows: these are the first ROW_CAP
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,7 @@ class Answer:
 
     def to_json(self) -> dict[str, Any]:
         return {"question": self.question, "sql": self.sql, "columns": self.columns, "rows": self.rows,
-                "row_count": len(self.rows), "error": self.error,
+                "row_count": len(self.rows), "truncated": self.truncated, "error": self.error,
                 **({"candidates": self.candidates, "agreement": list(self.agreement or ())} if self.candidates else {})}
 
 
@@ -124,9 +125,10 @@ class Asker:
 
     @staticmethod
     def _answer(question: str, sql: str, raw: str, result: Any, candidates: list[dict[str, Any]]) -> Answer:
-        if not result.ok:
+        if not result.ok and not result.capped:
             return Answer(question, sql, raw, error=f"SQLite: {result.error}", candidates=candidates)
-        return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows], candidates=candidates)
+        return Answer(question, sql, raw, list(result.columns), [list(r) for r in result.rows], candidates=candidates,
+                      truncated=result.capped)
 
     def describe(self, values: int = 3) -> dict[str, Any]:
         """The database for a person to browse: tables, columns, keys, and a few rows of each table."""

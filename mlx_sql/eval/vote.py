@@ -45,9 +45,8 @@ class Candidate:
         return self.group is not None
 
     def to_json(self) -> dict[str, Any]:
-        rows = self.result.rows
         return {"sql": self.sql, "seed": self.seed, "error": self.result.error, "group": self.group,
-                "rows": None if rows is None else len(rows)}
+                "rows": len(self.result.rows) if self.result.ok else None}
 
 
 @dataclass
