@@ -144,7 +144,7 @@ def test_own_database_end_to_end_and_the_database_is_never_written(tmp_path, tin
     result = json.loads(answered.stdout.strip().splitlines()[-1])
     assert result["sql"] == "SELECT count(*) FROM customers" and result["rows"] == [[4]]
     shown = cli("ask", "--adapter", tmp_path / "adapter", "--db", shop, question)
-    assert shown.returncode == 0 and "SELECT count(*) FROM customers" in shown.stdout and "1 rows" in shown.stdout
+    assert shown.returncode == 0 and "SELECT count(*) FROM customers" in shown.stdout and "1 row\n" in shown.stdout
     sql_only = cli("ask", "--adapter", tmp_path / "adapter", "--db", shop, "--sql-only", question)
     assert sql_only.stdout.strip().splitlines()[-1] == "SELECT count(*) FROM customers"
     loop = cli("ask", "--adapter", tmp_path / "adapter", "--db", shop, input=f"{question}\n{question}\n\n")

@@ -234,7 +234,7 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
             page.screenshot(path=str(screenshot))
             page.fill("#sql", "SELECT name FROM customers WHERE city = 'Oslo'")
             page.click("#run")
-            page.wait_for_function("document.querySelector('#status').textContent.startsWith('1 rows')")
+            page.wait_for_function("document.querySelector('#status').textContent.startsWith('1 row ·')")
             assert [c.inner_text() for c in page.query_selector_all("#rows td")] == ["Bo"]
             with page.expect_download() as download:
                 page.click("#csv")

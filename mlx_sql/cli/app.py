@@ -567,7 +567,7 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
                 console.print(table)
                 more = f" (showing {min(rows, len(result.rows))})" if len(result.rows) > rows else ""
                 console.print(f"the first {len(result.rows)} rows: the query returns more{more}" if result.truncated
-                              else f"{len(result.rows)} rows{more}")
+                              else f"{len(result.rows)} row{'' if len(result.rows) == 1 else 's'}{more}")
             if result.agreement is not None:
                 agreeing, tried = result.agreement
                 console.print(f"{agreeing} of {tried} candidates returned these rows" if agreeing else
