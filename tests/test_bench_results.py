@@ -132,3 +132,20 @@ def test_a_run_is_described_by_the_recipe_saved_beside_its_adapter_not_by_flags(
     (tmp_path / "recipe.toml").write_text('[train]\nlr = 5e-5\nmax_seq_length = 2304\ninit_adapter = "runs/x/train-rft"\n')
     assert trained_with(tmp_path) == {"lr": 5e-5, "max_seq_length": 2304, "init_adapter": "runs/x/train-rft"}
     assert trained_with(tmp_path / "never-trained") == {}
+
+
+def test_an_unfinished_run_is_saved_and_restored_without_losing_answers(tmp_path):
+    from keep_partial import restore, save
+
+    runs, partial = tmp_path / "runs", tmp_path / "partial"
+    run = runs / "spider-validation" / "m" / "dev-x"
+    run.mkdir(parents=True)
+    (run / "predictions.jsonl").write_text('{"index": 0}\n{"index": 1}\n')
+    assert "saved 2 answers" in save(run, runs, partial)
+    assert [p.name for p in partial.iterdir()] == ["spider-validation--m--dev-x.predictions.jsonl.gz"]
+    (run / "predictions.jsonl").write_text('{"index": 0}\n{"index": 1}\n{"index": 2}\n')  # it went on
+    assert restore(runs, partial)[0].startswith("kept")  # a run further along is never cut back
+    assert (run / "predictions.jsonl").read_text().count("index") == 3
+    (run / "predictions.jsonl").unlink()  # a new checkout: runs/ is gone
+    assert restore(runs, partial) == [f"restored 2 answers to {run / 'predictions.jsonl'}"]
+    assert (run / "predictions.jsonl").read_text() == '{"index": 0}\n{"index": 1}\n'
