@@ -176,14 +176,16 @@ def test_evaluation_and_ask_vote_against_a_loopback_server(tmp_path):
     assert [c["group"] for c in answer.candidates] == [0, 1, 1, None] and answer.agreement == (2, 4)
 
 
-def test_ask_prints_how_many_candidates_agreed(tmp_path):
+def _ask_with_a_vote_of_4(tmp_path, model):
+    """`mlx-sql ask` about the shop, `model` answering over loopback, as text and as --json: (both runs, the
+    requests the model got)."""
     import subprocess
     import sys
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
     shop = _shop(tmp_path)
-    server = loopback_server(voting_model)
+    server = loopback_server(model)
     sets = ["--set", f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4"]
     try:
         done = [subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
@@ -192,39 +194,31 @@ def test_ask_prints_how_many_candidates_agreed(tmp_path):
                 for extra in ([], ["--json"])]
     finally:
         server.shutdown()
+    return done, server.requests
+
+
+def test_ask_prints_how_many_candidates_agreed(tmp_path):
+    done, _ = _ask_with_a_vote_of_4(tmp_path, voting_model)
     assert done[0].returncode == 0, done[0].stderr
     assert "2 of 4 candidates returned these rows" in done[0].stdout
     assert json.loads(done[1].stdout)["agreement"] == [2, 4]
-
 
 
 def test_ask_shows_the_first_rows_of_a_result_over_the_cap(tmp_path):
     """A query returning more rows than the cap is cut, not refused: `ask` shows its first 10,000 rows and says it
     returns more. Such a candidate has no vote (its result is incomplete), so none of the 4 returned a complete
     result, and it is kept, not retried: it ran."""
-    import subprocess
-    import sys
-
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
     many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT x FROM c"
-    server = loopback_server(lambda body: {"model": body["model"], "message": {"role": "assistant", "content": many}})
-    sets = ["--set", f'ollama.base_url="http://127.0.0.1:{server.server_port}"', "--set", "eval.samples=4"]
-    shop = _shop(tmp_path)
-    try:
-        done = [subprocess.run([sys.executable, "-m", "mlx_sql", "ask", "--recipe", str(recipe), "--backend", "ollama",
-                                "--model", "m", "--db", str(shop), *sets, *extra,
-                                "How many customers are there?"], capture_output=True, text=True, timeout=120)
-                for extra in ([], ["--json"])]
-    finally:
-        server.shutdown()
+    done, requests = _ask_with_a_vote_of_4(
+        tmp_path, lambda body: {"model": body["model"], "message": {"role": "assistant", "content": many}})
     assert [d.returncode for d in done] == [0, 0], done[0].stderr
     assert "the first 10000 rows: the query returns more" in done[0].stdout
     assert "none of 4 candidates returned a complete result" in done[0].stdout
     answer = json.loads(done[1].stdout)
     assert answer["truncated"] is True and answer["row_count"] == 10_000 and answer["rows"][-1] == [10_000]
     assert answer["agreement"] == [0, 4] and answer["error"] is None
-    assert len(server.requests) == 8  # 4 candidates an ask, kept, not retried
+    assert len(requests) == 8  # 4 candidates an ask, kept, not retried
+
 
 def test_each_question_and_seed_has_its_own_stream():
     """A seed alone would give candidate k the same draws on every question (correlated candidates)."""
