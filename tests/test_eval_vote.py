@@ -176,6 +176,31 @@ def test_evaluation_and_ask_vote_against_a_loopback_server(tmp_path):
     assert [c["group"] for c in answer.candidates] == [0, 1, 1, None] and answer.agreement == (2, 4)
 
 
+def test_ask_says_each_stage_as_it_starts(tmp_path):
+    """A person waits seconds for a voted answer on a CPU: `say` hears what it is waiting for, stage by stage —
+    early stop's check and its vote, or the retries of an answer that did not run."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\npath = "x/y"\n[data]\npath = "{MINISPIDER}"\n')
+    shop = _shop(tmp_path)
+    failing = lambda body: {"model": body["model"], "message": {"role": "assistant", "content": "SELECT nope"}}  # noqa: E731
+    heard = {}
+    for name, model, sets in (("vote", voting_model, ["eval.samples=4", "eval.vote_early_stop=true"]),
+                              ("retries", failing, ["eval.samples=1", "eval.retries=2"])):
+        server = loopback_server(model)
+        try:
+            url = f'ollama.base_url="http://127.0.0.1:{server.server_port}"'
+            with Asker(load_recipe(recipe, [url, *sets]), shop, "ollama", model_name="m") as asker:
+                heard[name] = []
+                asker.ask("How many customers are there?", say=heard[name].append)
+        finally:
+            server.shutdown()
+    assert heard["vote"] == ["reading the schema", "writing the SQL", "sampling a second answer to check the first",
+                             "the first two disagree: sampling 2 more to vote"]
+    assert heard["retries"] == ["reading the schema", "writing the SQL",
+                                "it did not run: sampling another answer (1 of 2)",
+                                "it did not run: sampling another answer (2 of 2)"]
+
+
 def _ask_with_a_vote_of_4(tmp_path, model):
     """`mlx-sql ask` about the shop, `model` answering over loopback, as text and as --json: (both runs, the
     requests the model got)."""

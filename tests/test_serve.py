@@ -260,21 +260,44 @@ def test_the_page_in_a_real_browser(shop, tmp_path, model_server, monkeypatch):
 
 
 def test_a_voted_answer_says_how_many_candidates_agreed(shop, tmp_path, monkeypatch):
-    """With result voting the API and the page show how sure the vote was: 2 of 4 candidates returned the rows."""
+    """With result voting the API and the page show how sure the vote was (2 of 4 candidates returned the rows),
+    and /api/ask/stream tells the page each stage while it waits."""
+    import time
+
     playwright, chromium = _chromium()
-    model = loopback_server(voting_model)
+
+    def slow_samples(body):  # the page has a moment to show the stage it waits on
+        if body["options"]["temperature"] > 0:
+            time.sleep(0.4)
+        return voting_model(body)
+
+    model = loopback_server(slow_samples)
     server = Server(tmp_path, shop, f"http://127.0.0.1:{model.server_port}", "--set", "eval.samples=4")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     try:
         status, answer = server.json("/api/ask", {"question": "How many customers are there?"})
         assert status == 200 and answer["sql"] == "SELECT count(*) FROM customers" and answer["rows"] == [[3]]
         assert answer["agreement"] == [2, 4] and [c["group"] for c in answer["candidates"]] == [0, 1, 1, None]
+        status, kind, data = server.request("/api/ask/stream", {"question": "How many customers are there?"})
+        assert status == 200 and kind.startswith("text/event-stream")
+        events = [(block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
+                  for block in data.decode().strip().split("\n\n")]
+        assert [e for e in events if e[0] == "progress"] == [
+            ("progress", {"text": "reading the schema"}), ("progress", {"text": "writing the SQL"}),
+            ("progress", {"text": "sampling 3 more answers to vote"})]
+        (last_kind, streamed), = events[3:]
+        assert last_kind == "answer" and {k: v for k, v in streamed.items() if k != "seconds"} == \
+            {k: v for k, v in answer.items() if k != "seconds"}
+        status, refused = server.json("/api/ask/stream", {"question": " "})  # refused before any stream
+        assert status == 400 and 'non-empty "question"' in refused["error"]
         with playwright.sync_playwright() as p:
             browser = _launch(p, chromium)
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto(server.url + "/")
             page.fill("#question", "How many customers are there?")
-            page.click("#ask")
+            page.click("#ask")  # the stream's stages reach the page while the answer is still being voted on
+            page.wait_for_function("document.querySelector('#status').textContent === "
+                                   "'sampling 3 more answers to vote…'", timeout=10_000)
             page.wait_for_selector("#rows td")
             assert page.inner_text("#candidates-summary").startswith(
                 "4 candidates tried; this answer's result was returned by 2 of them")

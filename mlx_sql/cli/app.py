@@ -553,7 +553,8 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; none 
         asker = _asker_options(db, adapter, recipe, gguf, backend, model, overrides)
 
     def answer(text: str) -> bool:
-        result = asker.ask(text, execute=not sql_only)
+        with console.status("asking the model") as status:  # voting on a CPU takes seconds: say which stage
+            result = asker.ask(text, execute=not sql_only, say=lambda stage: status.update(stage))
         if as_json:
             print(json_module.dumps(result.to_json(), default=str))
         elif sql_only:

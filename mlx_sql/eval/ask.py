@@ -18,7 +18,7 @@ from mlx_sql.data.own import find_databases, read_schema
 from mlx_sql.data.pruning import PromptSchemas, token_counter
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.extract import extract_sql
-from mlx_sql.eval.retry import retry_until_it_runs
+from mlx_sql.eval.retry import Say, quiet, retry_until_it_runs
 from mlx_sql.eval.vote import vote_on_record
 from mlx_sql.recipe import Recipe
 from mlx_sql.sandbox import Executor
@@ -90,11 +90,15 @@ class Asker:
             values = self.schemas.values(self.schema, question)
         return make_record(Question(self.db_id, question, ""), text, self.recipe.data.instruction, values)
 
-    def ask(self, question: str, execute: bool = True) -> Answer:
+    def ask(self, question: str, execute: bool = True, say: Say = quiet) -> Answer:
+        """The model's SQL for `question`, checked, run and (with the recipe's `eval.samples`) voted on; `say`
+        hears each stage as it starts — answering takes seconds to tens of seconds on a laptop's CPU."""
         question = question.strip()
         if not question:
             raise MlxSqlError("empty question")
+        say("reading the schema")
         record = self.prompt(question)
+        say("writing the SQL")
         raw = self.backend.generate(record)
         sql = extract_sql(raw)
         run = lambda query: self.executor.run(self.db_path, query)  # noqa: E731
@@ -102,11 +106,11 @@ class Asker:
         if execute and self.recipe.eval.samples > 1:  # several answers, voted by what they return
             e = self.recipe.eval
             voted = vote_on_record(self.backend, record, sql, run, e.samples, e.retry_temperature, e.retries,
-                                   e.vote_prefer_nonempty, e.vote_early_stop)
+                                   e.vote_prefer_nonempty, e.vote_early_stop, say)
             sql, result, candidates = voted.sql, voted.result, voted.to_json()
         elif execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
             retried = retry_until_it_runs(self.backend.generate, record, sql, run, self.recipe.eval.retries,
-                                          self.recipe.eval.retry_temperature)
+                                          self.recipe.eval.retry_temperature, say)
             sql, result = retried.sql, retried.result
         if not sql or parse_sqlite(sql) is None:
             return Answer(question, sql, raw, error="the model's answer is not a SQLite query", candidates=candidates)

@@ -22,6 +22,11 @@ from mlx_sql.sandbox import ExecResult
 from mlx_sql.eval.extract import extract_sql
 
 Generate = Callable[..., str]  # (record, temperature=, seed=) -> model text, as every backend's `generate`
+Say = Callable[[str], None]  # what the decoding is doing now, for a person waiting on it (ask's status line)
+
+
+def quiet(text: str) -> None:
+    """Say nothing: evaluation and synthesis decode thousands of answers with no one watching each."""
 
 
 @dataclass
@@ -36,7 +41,8 @@ def runs(result: ExecResult) -> bool:
 
 
 def retry_until(generate: Generate, record: dict[str, Any], sql: str, run: Callable[[str], ExecResult],
-                retries: int, temperature: float, accept: Callable[[ExecResult], bool] = runs) -> Retried:
+                retries: int, temperature: float, accept: Callable[[ExecResult], bool] = runs,
+                say: Say = quiet) -> Retried:
     """The first of `sql` and up to `retries` samples (seeds 1, 2, …) whose result `accept`s; else `sql`."""
     failed: list[dict[str, str]] = []
     candidate, first = sql, None
@@ -47,12 +53,13 @@ def retry_until(generate: Generate, record: dict[str, Any], sql: str, run: Calla
             return Retried(candidate, result, failed)
         failed.append({"sql": candidate, "error": result.error or ("ran, wrong result" if result.runs else "")})
         if seed <= retries:
+            say(f"it did not run: sampling another answer ({seed} of {retries})")
             candidate = extract_sql(generate(record, temperature=temperature, seed=seed))
     return Retried(sql, first, failed)
 
 
 def retry_until_it_runs(generate: Generate, record: dict[str, Any], sql: str, run: Callable[[str], ExecResult],
-                        retries: int, temperature: float) -> Retried:
+                        retries: int, temperature: float, say: Say = quiet) -> Retried:
     """The first of `sql` and up to `retries` samples that SQLite runs. A query that ran out of time
     ran: it is kept, not retried."""
-    return retry_until(generate, record, sql, run, retries, temperature)
+    return retry_until(generate, record, sql, run, retries, temperature, say=say)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mlx_sql.eval.compare import results_match
+from mlx_sql.eval.retry import Say, quiet
 from mlx_sql.sandbox import ExecResult
 from mlx_sql.eval.extract import extract_sql
 
@@ -136,7 +137,7 @@ def agree_early(candidates: Sequence[Candidate] | Sequence[dict[str, Any]]) -> b
 
 def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: Run, samples: int,
                    temperature: float, retries: int = 0, prefer_nonempty: bool = True,
-                   early_stop: bool = False) -> Voted:
+                   early_stop: bool = False, say: Say = quiet) -> Voted:
     """The greedy answer and `samples - 1` sampled ones, voted by result; where none runs, up to `retries`
     further samples (seeds after the vote's) until one does, as execution-guided decoding would. With
     `early_stop`, the first sample is drawn alone, and where it returns the greedy answer's rows the vote
@@ -144,6 +145,11 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
     candidates = [Candidate(greedy_sql, 0, run_candidate(greedy_sql, run))]
     first_batch = range(1, 2 if early_stop and samples > 2 else samples)
     for seeds in (first_batch, range(first_batch.stop, samples)):
+        if seeds and seeds is first_batch:
+            say("sampling a second answer to check the first" if early_stop and samples > 2
+                else f"sampling {len(seeds)} more answers to vote")
+        elif seeds:  # early stop's second batch: only where the first two did not agree
+            say(f"the first two disagree: sampling {len(seeds)} more to vote")
         texts = sample_texts(backend, record, seeds, temperature)
         candidates += [Candidate(sql, seed, run_candidate(sql, run)) for seed, sql in zip(seeds, map(extract_sql, texts))]
         if early_stop:
@@ -157,6 +163,7 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
             return Voted(ran.sql, ran.result, None, candidates)
     seed = samples
     while voted.winner is None and seed < samples + retries:
+        say(f"none of them ran: sampling another answer ({seed - samples + 1} of {retries})")
         sql = extract_sql(sample_texts(backend, record, [seed], temperature)[0])
         result = run_candidate(sql, run)
         candidates.append(Candidate(sql, seed, result))

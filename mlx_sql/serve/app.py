@@ -4,8 +4,10 @@ A thin layer over `eval.ask.Asker` — prompting, voting, retries and the sandbo
 Starlette and served by uvicorn:
 
 - `GET /` the page (one HTML file, no CDN: everything it needs is in it);
-- `POST /api/ask {"question"}` the model's SQL and its rows; `POST /api/sql {"sql"}` a person's SQL, run the
-  same way; `POST /api/csv {"sql"}` the rows as a CSV download; `GET /api/schema`; `GET /api/history`.
+- `POST /api/ask {"question"}` the model's SQL and its rows; `POST /api/ask/stream` the same answer as
+  server-sent events, each stage (`progress`) as it starts, then the `answer` (or an `error`): with voting on a
+  CPU an answer takes seconds, and the page says what it is waiting for; `POST /api/sql {"sql"}` a person's
+  SQL, run the same way; `POST /api/csv {"sql"}` the rows as a CSV download; `GET /api/schema`; `GET /api/history`.
 
 Safe by default: bound to 127.0.0.1; a request whose Host is not this server's own name, or whose Origin is
 another site, is refused (a page elsewhere cannot drive it: DNS rebinding, cross-site POST); bodies are
@@ -43,7 +45,7 @@ def create_app(asker: Any, host: str = "127.0.0.1", port: int = 8000, history: H
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     lock = asyncio.Lock()  # one model, one request at a time: the rest wait in order
@@ -115,15 +117,46 @@ def create_app(asker: Any, host: str = "127.0.0.1", port: int = 8000, history: H
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store"})
 
-    async def api_ask(request: Request) -> Response:
-        question = await body(request, "question", MAX_QUESTION)
+    async def asked(question: str, say: Any = None) -> dict[str, Any]:
         start = time.perf_counter()
-        answer = await in_turn(asker.ask, question)
+        answer = await in_turn(asker.ask, question, True, *([say] if say else []))
         out = answered(answer, time.perf_counter() - start)
         if history is not None:
             history.add({"question": question, "sql": answer.sql, "row_count": len(answer.rows), "error": answer.error,
                          "seconds": out["seconds"], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-        return JSONResponse(out)
+        return out
+
+    async def api_ask(request: Request) -> Response:
+        return JSONResponse(await asked(await body(request, "question", MAX_QUESTION)))
+
+    async def api_ask_stream(request: Request) -> Response:
+        """The answer as server-sent events: `progress` {"text"} at each stage, then `answer` (what /api/ask
+        returns) or `error` {"error"}. A bad request is refused before the stream starts."""
+        question = await body(request, "question", MAX_QUESTION)
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        say = lambda text: loop.call_soon_threadsafe(events.put_nowait, ("progress", {"text": text}))  # noqa: E731
+
+        async def work() -> None:
+            if lock.locked():
+                say("waiting for the question before this one")
+            try:  # the stream has begun: an error is its last event, not a status code
+                await events.put(("answer", await asked(question, say)))
+            except MlxSqlError as exc:
+                await events.put(("error", {"error": str(exc)}))
+            except Exception as exc:  # a fault of ours: the page hears of it, the server's log gets the traceback
+                await events.put(("error", {"error": f"{type(exc).__name__}: {exc}"}))
+                raise
+
+        task = asyncio.create_task(work())
+
+        async def stream() -> Any:
+            kind = "progress"
+            while kind == "progress":
+                kind, data = await events.get()
+                yield f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+            await task
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     async def api_sql(request: Request) -> Response:
         sql = await body(request, "sql", MAX_BODY)
@@ -155,6 +188,7 @@ def create_app(asker: Any, host: str = "127.0.0.1", port: int = 8000, history: H
         return Route(path, endpoint, methods=methods)
 
     return Starlette(routes=[route("/", page, ["GET"]), route("/api/ask", api_ask, ["POST"]),
+                             route("/api/ask/stream", api_ask_stream, ["POST"]),
                              route("/api/sql", api_sql, ["POST"]), route("/api/csv", api_csv, ["POST"]),
                              route("/api/schema", api_schema, ["GET"]), route("/api/history", api_history, ["GET"])],
                      middleware=[Middleware(Guard)])
