@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlx_sql.errors import MlxSqlError
+from mlx_sql.eval.retry import quiet
 from mlx_sql.serve.history import History
 
 MAX_BODY = 64 * 1024
@@ -117,9 +118,9 @@ def create_app(asker: Any, host: str = "127.0.0.1", port: int = 8000, history: H
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store"})
 
-    async def asked(question: str, say: Any = None) -> dict[str, Any]:
+    async def asked(question: str, say: Any = quiet) -> dict[str, Any]:
         start = time.perf_counter()
-        answer = await in_turn(asker.ask, question, True, *([say] if say else []))
+        answer = await in_turn(asker.ask, question, True, say)
         out = answered(answer, time.perf_counter() - start)
         if history is not None:
             history.add({"question": question, "sql": answer.sql, "row_count": len(answer.rows), "error": answer.error,
