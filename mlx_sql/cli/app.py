@@ -131,7 +131,8 @@ def synth(recipe: Path = typer.Argument(..., help="Recipe TOML file: its [data] 
         report = run_synthesis(cfg, resume, overwrite, on_start=lambda n: progress.update(task, total=n),
                                on_kept=lambda db, n: progress.advance(task, n))
     summary = report.to_json()
-    table = Table(title=f"{report.kept} pairs in {summary['minutes']:.1f} minutes ({report.stopped})")
+    took = f"{summary['minutes']:.1f} minutes" if summary["minutes"] >= 1 else f"{summary['minutes'] * 60:.0f} seconds"
+    table = Table(title=f"{report.kept} pairs in {took} ({report.stopped})")
     for name in ("database", "tried", "kept", "easy", "medium", "hard", "extra", "most dropped as"):
         table.add_column(name, justify="left" if name in ("database", "most dropped as") else "right")
     for d in [*report.databases, None]:
