@@ -290,6 +290,11 @@ def test_partial_credit_grows_with_how_much_of_the_result_a_wrong_answer_holds(t
         def db_path(self, db_id, split):
             return path
 
+        def schema(self, db_id, split):
+            from mlx_sql.data.own import read_schema
+
+            return read_schema(db_id, path)
+
     record = {"db_id": "shop", "output": "SELECT name FROM item WHERE price > 3"}  # book, lamp, cup
     with Executor(workers=1, timeout=5) as executor:
         dense, flat = (execution_reward(Bench(), "train", executor, 0.1, w) for w in (0.5, 0.0))

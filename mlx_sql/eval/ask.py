@@ -17,7 +17,7 @@ from mlx_sql.data.examples import make_record
 from mlx_sql.data.own import find_databases, read_schema
 from mlx_sql.data.pruning import PromptSchemas, token_counter
 from mlx_sql.errors import MlxSqlError
-from mlx_sql.eval.extract import extract_sql
+from mlx_sql.eval.quoting import sql_reader
 from mlx_sql.eval.retry import Say, quiet, retry_until_it_runs
 from mlx_sql.eval.vote import vote_on_record
 from mlx_sql.recipe import Recipe
@@ -82,6 +82,7 @@ class Asker:
         self.backend = make_backend(recipe, adapter if backend == "mlx" else None, backend, model_name)
         tokenizer = getattr(self.backend, "tokenizer", None)
         self.schemas = PromptSchemas(recipe.data, token_counter(tokenizer))  # one database: rendered once
+        self.to_sql = sql_reader(self.schema)
         self.executor = Executor(workers=1, timeout=timeout, max_rows=ROW_CAP)
 
     def prompt(self, question: str) -> dict[str, Any]:
@@ -100,17 +101,17 @@ class Asker:
         record = self.prompt(question)
         say("writing the SQL")
         raw = self.backend.generate(record)
-        sql = extract_sql(raw)
+        sql = self.to_sql(raw)
         run = lambda query: self.executor.run(self.db_path, query)  # noqa: E731
         result, candidates = None, []
         if execute and self.recipe.eval.samples > 1:  # several answers, voted by what they return
             e = self.recipe.eval
             voted = vote_on_record(self.backend, record, sql, run, e.samples, e.retry_temperature, e.retries,
-                                   e.vote_prefer_nonempty, e.vote_early_stop, say)
+                                   e.vote_prefer_nonempty, e.vote_early_stop, say, self.to_sql)
             sql, result, candidates = voted.sql, voted.result, voted.to_json()
         elif execute and self.recipe.eval.retries:  # the first of the greedy answer and its samples that runs
             retried = retry_until_it_runs(self.backend.generate, record, sql, run, self.recipe.eval.retries,
-                                          self.recipe.eval.retry_temperature, say)
+                                          self.recipe.eval.retry_temperature, say, self.to_sql)
             sql, result = retried.sql, retried.result
         if not sql or parse_sqlite(sql) is None:
             return Answer(question, sql, raw, error="the model's answer is not a SQLite query", candidates=candidates)

@@ -173,7 +173,7 @@ def model_identity(location: str, recipe: Recipe, adapter: Path | None) -> str:
 
 
 def vote_answer(gen: Backend, record: dict, greedy_sql: str, q: Question, bench: Any, split: str, executor: Any,
-                gold_cache: dict, recipe: Recipe, until_correct: bool) -> dict:
+                gold_cache: dict, recipe: Recipe, until_correct: bool, to_sql: Callable[[str], str]) -> dict:
     """A question's answer by result voting (or, with retry_until = "correct", the first of the same candidates
     that returns the gold result), with every candidate recorded: its result's group and whether it was right,
     so pass@k and vote@k for every k up to eval.samples come from this one run."""
@@ -187,7 +187,7 @@ def vote_answer(gen: Backend, record: dict, greedy_sql: str, q: Question, bench:
     run = lambda sql: executor.run(db_path, sql)  # noqa: E731
     voted = vote_on_record(gen, record, greedy_sql, run, e.samples, e.retry_temperature,
                            0 if until_correct else e.retries, e.vote_prefer_nonempty,
-                           e.vote_early_stop and not until_correct)
+                           e.vote_early_stop and not until_correct, to_sql=to_sql)
     candidates = voted.to_json()
     for c, cand in zip(candidates, voted.candidates):  # correct as scored: DISTINCT removed, as from the gold
         scored_sql = remove_distinct(cand.sql)
@@ -221,7 +221,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                    on_total: Callable[[int], None] | None = None,
                    keep: Callable[[Question], bool] | None = None, sample: int | None = None) -> EvalReport:
     """Generate SQL for the recipe's eval split, appending to predictions.jsonl as it goes, then score it."""
-    from mlx_sql.eval.extract import extract_sql
+    from mlx_sql.eval.quoting import per_database
     from mlx_sql.sandbox import Executor
     from mlx_sql.eval.normalize import remove_distinct
     from mlx_sql.eval.retry import retry_until, runs
@@ -250,6 +250,7 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
         pred_path.unlink()
     scored: list[Scored] = []
     gold_cache: dict = {}
+    reader = per_database(lambda db_id: bench.schema(db_id, split))  # model text → query (its names quoted)
     batch_size = recipe.eval.batch_size if hasattr(gen, "generate_batch") else 1
     with Executor(timeout=recipe.eval.timeout) as executor, open(pred_path, "a", encoding="utf-8") as sink:
         for start in range(0, len(usable), batch_size):
@@ -259,17 +260,19 @@ def evaluate_model(recipe: Recipe, out_dir: Path, name: str, adapter: Path | Non
                 raws = gen.generate_batch([r for _, r in todo], batch_size) if batch_size > 1 \
                     else [gen.generate(r) for _, r in todo]
                 for (q, record), raw in zip(todo, raws):
-                    done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": extract_sql(raw), "raw": raw}
+                    to_sql = reader(q.db_id)
+                    done[q.index] = {"index": q.index, "db_id": q.db_id, "sql": to_sql(raw), "raw": raw}
                     if recipe.eval.samples > 1:
                         done[q.index].update(vote_answer(gen, record, done[q.index]["sql"], q, bench, split,
-                                                         executor, gold_cache, recipe, until_correct))
+                                                         executor, gold_cache, recipe, until_correct, to_sql))
                     elif recipe.eval.retries:
                         db_path = bench.db_path(q.db_id, split)
                         accept = gold_match(q, bench, split, executor, gold_cache) if until_correct else runs
                         as_scored = remove_distinct if until_correct else str  # gold_match compares as scoring does
                         retried = retry_until(gen.generate, record, done[q.index]["sql"],
                                               lambda sql: executor.run(db_path, as_scored(sql)),
-                                              recipe.eval.retries, recipe.eval.retry_temperature, accept)
+                                              recipe.eval.retries, recipe.eval.retry_temperature, accept,
+                                              to_sql=to_sql)
                         done[q.index].update(sql=retried.sql, failed=retried.failed)
                     sink.write(json.dumps(done[q.index]) + "\n")
                 sink.flush()

@@ -42,7 +42,7 @@ def runs(result: ExecResult) -> bool:
 
 def retry_until(generate: Generate, record: dict[str, Any], sql: str, run: Callable[[str], ExecResult],
                 retries: int, temperature: float, accept: Callable[[ExecResult], bool] = runs,
-                say: Say = quiet) -> Retried:
+                say: Say = quiet, to_sql: Callable[[str], str] = extract_sql) -> Retried:
     """The first of `sql` and up to `retries` samples (seeds 1, 2, …) whose result `accept`s; else `sql`."""
     failed: list[dict[str, str]] = []
     candidate, first = sql, None
@@ -54,12 +54,13 @@ def retry_until(generate: Generate, record: dict[str, Any], sql: str, run: Calla
         failed.append({"sql": candidate, "error": result.error or ("ran, wrong result" if result.runs else "")})
         if seed <= retries:
             say(f"it did not run: sampling another answer ({seed} of {retries})")
-            candidate = extract_sql(generate(record, temperature=temperature, seed=seed))
+            candidate = to_sql(generate(record, temperature=temperature, seed=seed))
     return Retried(sql, first, failed)
 
 
 def retry_until_it_runs(generate: Generate, record: dict[str, Any], sql: str, run: Callable[[str], ExecResult],
-                        retries: int, temperature: float, say: Say = quiet) -> Retried:
+                        retries: int, temperature: float, say: Say = quiet,
+                        to_sql: Callable[[str], str] = extract_sql) -> Retried:
     """The first of `sql` and up to `retries` samples that SQLite runs. A query that ran out of time
     ran: it is kept, not retried."""
-    return retry_until(generate, record, sql, run, retries, temperature, say=say)
+    return retry_until(generate, record, sql, run, retries, temperature, say=say, to_sql=to_sql)

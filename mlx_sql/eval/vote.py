@@ -137,7 +137,7 @@ def agree_early(candidates: Sequence[Candidate] | Sequence[dict[str, Any]]) -> b
 
 def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: Run, samples: int,
                    temperature: float, retries: int = 0, prefer_nonempty: bool = True,
-                   early_stop: bool = False, say: Say = quiet) -> Voted:
+                   early_stop: bool = False, say: Say = quiet, to_sql: Callable[[str], str] = extract_sql) -> Voted:
     """The greedy answer and `samples - 1` sampled ones, voted by result; where none runs, up to `retries`
     further samples (seeds after the vote's) until one does, as execution-guided decoding would. With
     `early_stop`, the first sample is drawn alone, and where it returns the greedy answer's rows the vote
@@ -151,7 +151,7 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
         elif seeds:  # early stop's second batch: only where the first two did not agree
             say(f"the first two disagree: sampling {len(seeds)} more to vote")
         texts = sample_texts(backend, record, seeds, temperature)
-        candidates += [Candidate(sql, seed, run_candidate(sql, run)) for seed, sql in zip(seeds, map(extract_sql, texts))]
+        candidates += [Candidate(sql, seed, run_candidate(sql, run)) for seed, sql in zip(seeds, map(to_sql, texts))]
         if early_stop:
             group_candidates(candidates[:2])  # the earliest candidates' groups never depend on later ones
             if agree_early(candidates):
@@ -164,7 +164,7 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
     seed = samples
     while voted.winner is None and seed < samples + retries:
         say(f"none of them ran: sampling another answer ({seed - samples + 1} of {retries})")
-        sql = extract_sql(sample_texts(backend, record, [seed], temperature)[0])
+        sql = to_sql(sample_texts(backend, record, [seed], temperature)[0])
         result = run_candidate(sql, run)
         candidates.append(Candidate(sql, seed, result))
         if result.runs:

@@ -244,11 +244,14 @@ def execution_reward(bench: Any, split: str, executor: Any, runs_credit: float, 
     (`result_overlap`: cell precision, cell recall, row count) — the same for every wrong answer with
     `partial` 0. The example's own result is computed once per question and kept."""
     from mlx_sql.eval.compare import result_overlap, results_match
+    from mlx_sql.eval.quoting import per_database
 
     gold: dict[tuple[str, str], Any] = {}
+    quote = per_database(lambda db_id: bench.schema(db_id, split), read=False)  # as eval reads answers
 
     def reward(record: dict[str, Any], sql: str) -> float:
         path = bench.db_path(record["db_id"], split)
+        sql = quote(record["db_id"])(sql)
         key = (record["db_id"], record["output"])
         if key not in gold:
             gold[key] = executor.run(path, record["output"])
