@@ -42,6 +42,12 @@ def test_a_run_that_may_be_a_table_and_its_alias_is_left_alone():
     assert fix("SELECT * FROM Customer_Accounts") == 'SELECT * FROM "Customer Accounts"'  # one word: only one name
 
 
+def test_what_may_be_an_expression_or_a_number_is_left_alone():
+    fix = name_quoter(["t", "e", "mail", "e-mail", "2019", "year", "Unit Price"])
+    assert fix("SELECT e-mail FROM t WHERE year = 2019") == "SELECT e-mail FROM t WHERE year = 2019"
+    assert fix("SELECT Unit_Price * 2019 FROM t") == 'SELECT "Unit Price" * 2019 FROM t'
+
+
 def test_a_schema_of_plain_names_changes_no_query():
     fix = name_quoter(["singer", "Singer_ID", "concert", "Name"])
     for sql in ("SELECT Name FROM singer", 'SELECT "Singer ID" FROM singer', "SELECT name FROM Singer ID"):

@@ -7,9 +7,11 @@ recover (seen with Qwen2.5-Coder-0.5B on a table named "Customer Accounts": 20 o
 
 Where a bare run of words can only mean one such name — its words, case aside, joined by spaces or
 underscores — it is quoted as the schema spells it, as is a quoted name that differs from one only in that
-way ("Unit_Price" for "Unit Price"). Strings and other quoted text are left alone, and so is a run whose first
-word is itself a bare name of the schema (`FROM Customer Accounts` may be table Customer, aliased). Only names
-that need quotes are looked for: on a schema with none, SQL passes through unchanged.
+way ("Unit_Price" for "Unit Price"). Strings and other quoted text are left alone, and so is what may mean
+something else: a run whose first word is itself a bare name of the schema (`FROM Customer Accounts` may be
+table Customer, aliased), one whose pieces are all bare names or numbers (`e-mail` where columns e and mail
+exist), and a name that reads as a number (a column "2019" is never looked for: `year = 2019` stays a
+number). Only names that need quotes are looked for: on a schema with none, SQL passes through unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # string literals and quoted names (the odd pieces of a split), left as they are
 QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])""")
 SEPARATOR = re.compile(r"[\s_]+")
+PIECES = re.compile(r"[^\w]+")  # what splits an expression such as e-mail or a/b into its operands
+NUMBER = re.compile(r"[\d\s_.]+\Z")
 
 
 def quoted(name: str) -> str:
@@ -46,7 +50,7 @@ def name_quoter(names: Iterable[str]) -> Callable[[str], str]:
     bare = {n.lower() for n in names if BARE.match(n)}
     wanted: dict[str, str] = {}
     for name in names:
-        if not BARE.match(name) and _key(name):
+        if not BARE.match(name) and _key(name) and not NUMBER.match(name):
             wanted.setdefault(_key(name), name)  # names equal but for case or separators: the first kept
     if not wanted:
         return lambda sql: sql
@@ -57,7 +61,9 @@ def name_quoter(names: Iterable[str]) -> Callable[[str], str]:
     def bare_mention(match: re.Match) -> str:
         text = match.group(1)
         first = SEPARATOR.split(text)[0].lower()
-        if text.lower() in bare or (re.search(r"\s", text) and first in bare):
+        operands = [p.lower() for p in PIECES.split(text) if p]
+        if text.lower() in bare or (re.search(r"\s", text) and first in bare) or \
+                (len(operands) > 1 and all(p in bare or p.isdigit() for p in operands)):
             return text
         return quoted(wanted[_key(text)])
 
