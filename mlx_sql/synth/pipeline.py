@@ -25,7 +25,6 @@ from mlx_sql.data.pruning import PromptSchemas
 from mlx_sql.data.schema import Schema, render_schema
 from mlx_sql.errors import MlxSqlError
 from mlx_sql.eval.compare import results_match
-from mlx_sql.eval.quoting import sql_reader
 from mlx_sql.eval.hardness import hardness
 from mlx_sql.eval.retry import Retried, retry_until
 from mlx_sql.fileio import write_json, write_jsonl
@@ -114,12 +113,6 @@ class Synthesizer:
         self.schemas = PromptSchemas(recipe.data, count_tokens)  # what eval and ask show the answering model
         self.out = out
         self.state_path = out / "candidates.jsonl"
-        self.readers: dict[str, Callable[[str], str]] = {}  # model text → query, per database, as eval reads it
-
-    def to_sql(self, profile: DatabaseProfile) -> Callable[[str], str]:
-        if profile.db_id not in self.readers:
-            self.readers[profile.db_id] = sql_reader(profile.schema)
-        return self.readers[profile.db_id]
 
     def settings(self) -> dict[str, Any]:
         return {k: getattr(self.cfg, k) for k in SETTINGS_KEYS} | {"seed": self.recipe.data.seed}
@@ -135,7 +128,7 @@ class Synthesizer:
             return (source, *made) if made else (source, "none fits", "", "")
         level = rng.choices(list(LEVEL_WEIGHTS), list(LEVEL_WEIGHTS.values()))[0]
         raw = self.writer.generate(sql_record(teacher_schema, level), self.cfg.temperature, seed)
-        return source, level, self.to_sql(profile)(raw), ""
+        return source, level, profile.to_sql(raw), ""
 
     def answer_record(self, schema: Schema, question: str) -> dict[str, Any]:
         text = self.schemas.text(schema, question)
@@ -181,10 +174,10 @@ class Synthesizer:
         def same(got: ExecResult) -> bool:
             return got.ok and results_match(result.rows, got.rows, ordered)
 
-        to_sql = self.to_sql(profile)
-        greedy = to_sql(self.answerer.generate(record))
+        greedy = profile.to_sql(self.answerer.generate(record))
         tried = retry_until(self.answerer.generate, record, greedy, lambda answer: self.run(profile.path, answer),
-                            self.cfg.answer_retries, self.recipe.eval.retry_temperature, accept=same, to_sql=to_sql)
+                            self.cfg.answer_retries, self.recipe.eval.retry_temperature, accept=same,
+                            to_sql=profile.to_sql)
         return tried, same(tried.result)
 
     def database(self, profile: DatabaseProfile, done: Sequence[dict[str, Any]], deadline: float | None,

@@ -8,12 +8,14 @@ few hundred distinct values per column, and a deadline for the whole database.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from mlx_sql.data.schema import Schema
 from mlx_sql.sqlite import open_readonly, quote_identifier
@@ -60,6 +62,13 @@ class DatabaseProfile:
 
     def table(self, name: str) -> TableProfile:
         return next(t for t in self.tables if t.name.lower() == name.lower())
+
+    @functools.cached_property
+    def to_sql(self) -> Callable[[str], str]:
+        """Model text → a query on this database, read as eval reads it (`eval.quoting.sql_reader`)."""
+        from mlx_sql.eval.quoting import sql_reader
+
+        return sql_reader(self.schema)
 
     @property
     def joins(self) -> list[tuple[str, str, str, str]]:
