@@ -147,7 +147,7 @@ def vote_on_record(backend: Any, record: dict[str, Any], greedy_sql: str, run: R
     for seeds in (first_batch, range(first_batch.stop, samples)):
         if seeds and seeds is first_batch:
             say("sampling a second answer to check the first" if early_stop and samples > 2
-                else f"sampling {len(seeds)} more answers to vote")
+                else f"sampling {len(seeds)} more answer{'s' if len(seeds) > 1 else ''} to vote")
         elif seeds:  # early stop's second batch: only where the first two did not agree
             say(f"the first two disagree: sampling {len(seeds)} more to vote")
         texts = sample_texts(backend, record, seeds, temperature)
