@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -15,6 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import build_tiny_model  # noqa: E402
 
 MINISPIDER = ROOT / "benchmarks" / "minispider"
+
+
+def sqlite_file(path: Path, script: str) -> Path:
+    """A real SQLite database at `path`, made by `script` (the tests' stand-in for a user's file)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    conn.commit()
+    conn.close()
+    return path
 
 # GGUF imports are cached; keep the tests' cache away from the user's.
 os.environ.setdefault("MLX_SQL_CACHE", str(ROOT / ".pytest_cache" / "mlx-sql-cache"))

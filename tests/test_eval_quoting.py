@@ -2,11 +2,10 @@
 schema spells them — and nothing else in a query changes."""
 
 import json
-import sqlite3
 
 import pytest
 
-from conftest import loopback_server
+from conftest import loopback_server, sqlite_file
 from mlx_sql.eval.ask import Asker
 from mlx_sql.eval.pipeline import evaluate_model
 from mlx_sql.eval.quoting import name_quoter
@@ -55,13 +54,9 @@ def test_a_schema_of_plain_names_changes_no_query():
 
 
 def _accounts(tmp_path):
-    path = tmp_path / "accounts.sqlite"
-    conn = sqlite3.connect(path)
-    conn.executescript('CREATE TABLE "Customer Accounts" ("Account ID" INTEGER PRIMARY KEY, "Full Name" TEXT, city TEXT);'
+    return sqlite_file(tmp_path / "accounts.sqlite",
+                       'CREATE TABLE "Customer Accounts" ("Account ID" INTEGER PRIMARY KEY, "Full Name" TEXT, city TEXT);'
                        "INSERT INTO \"Customer Accounts\" VALUES (1, 'Ada', 'Oslo'), (2, 'Bo', 'Oslo'), (3, 'Cy', 'Rome');")
-    conn.commit()
-    conn.close()
-    return path
 
 
 BARE = {"how many accounts are in oslo?": "SELECT count(Account_ID) FROM Customer Accounts WHERE city = 'Oslo'",

@@ -2,12 +2,11 @@
 until one runs; a query that runs is never retried, and sampling is reproducible per seed."""
 
 import json
-import sqlite3
 
 import pytest
 from mlx_lm import load
 
-from conftest import MINISPIDER, loopback_server
+from conftest import MINISPIDER, loopback_server, sqlite_file
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.own_answers import load_own_answers
 from mlx_sql.errors import MlxSqlError
@@ -23,13 +22,9 @@ RECORD = {"instruction": "Write SQL.", "input": "schema\n\n### Question ###\nHow
 
 
 def _shop(tmp_path):
-    path = tmp_path / "shop.sqlite"
-    conn = sqlite3.connect(path)
-    conn.executescript("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT);"
+    return sqlite_file(tmp_path / "shop.sqlite",
+                       "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT);"
                        "INSERT INTO customers VALUES (1, 'Ada', 'Paris'), (2, 'Bo', 'Oslo');")
-    conn.commit()
-    conn.close()
-    return path
 
 
 def test_samples_until_one_runs_and_keeps_what_failed(tmp_path):

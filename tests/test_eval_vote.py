@@ -2,11 +2,10 @@
 earliest; failing candidates have no vote; everything reproducible per seed; pass@k / vote@k from one run."""
 
 import json
-import sqlite3
 
 from mlx_lm import load
 
-from conftest import MINISPIDER, loopback_server, voting_model
+from conftest import MINISPIDER, loopback_server, sqlite_file, voting_model
 from mlx_sql.data.benchmark import load_benchmark
 from mlx_sql.data.pruning import approx_tokens
 from mlx_sql.eval.ask import Asker
@@ -20,13 +19,9 @@ RECORD = {"instruction": "Write SQL.", "input": "schema\n\n### Question ###\nWho
 
 
 def _shop(tmp_path):
-    path = tmp_path / "shop.sqlite"
-    conn = sqlite3.connect(path)
-    conn.executescript("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT);"
+    return sqlite_file(tmp_path / "shop.sqlite",
+                       "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT);"
                        "INSERT INTO customers VALUES (1, 'Ada', 'Paris'), (2, 'Bo', 'Oslo'), (3, 'Cy', 'Paris');")
-    conn.commit()
-    conn.close()
-    return path
 
 
 class Scripted:
