@@ -328,14 +328,32 @@ def test_mcp_tools_through_the_packages_own_client(shop, tmp_path, model_server)
         async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
             await client.initialize()
             tools = sorted(t.name for t in (await client.list_tools()).tools)
-            asked = await client.call_tool("ask", {"question": "How many customers are there?"})
+
+            async def progress(done, total, message):
+                heard.append((done, message))
+
+            asked = await client.call_tool("ask", {"question": "How many customers are there?"},
+                                           progress_callback=progress)
+            together = []  # calls sent at once take turns on the one model, each answered
+
+            async def one(question):
+                together.append((await client.call_tool("ask", {"question": question})).structured_content)
+
+            async with anyio.create_task_group() as group:
+                for question in ("How many customers are there?", "customers per city") * 2:
+                    group.start_soon(one, question)
             ran = await client.call_tool("run_sql", {"sql": "DELETE FROM customers"})
             schema = await client.call_tool("schema", {})
-            return tools, asked.structured_content, ran.structured_content, schema.structured_content
+            return tools, asked.structured_content, together, ran.structured_content, schema.structured_content
 
-    tools, asked, ran, schema = anyio.run(session)
+    heard = []
+    tools, asked, together, ran, schema = anyio.run(session)
     assert tools == ["ask", "run_sql", "schema"]
     assert asked["sql"] == "SELECT count(*) FROM customers" and asked["rows"] == [[3]]
+    assert heard == [(1, "reading the schema"), (2, "writing the SQL")]  # each stage as MCP progress
+    assert sorted(a["sql"] for a in together) == sorted([ANSWERS["how many customers are there?"],
+                                                         ANSWERS["customers per city"]] * 2)
+    assert all(a["error"] is None for a in together)
     assert ran["error"] and ran["rows"] == []
     assert [t["name"] for t in schema["tables"]] == ["cities", "customers"]
     assert shop.read_bytes() == before
